@@ -1,0 +1,1 @@
+"""Analysis: stream tensor pairs through the kernels, tabulate, fit statistics."""

@@ -1,0 +1,104 @@
+"""``compare()``: the library function behind ``dora-diag compare``."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from typing import Callable
+
+import torch
+
+from ..errors import InputError
+from ..io.checkpoint import open_checkpoint
+from ..io.runs import expand_runs
+from ..io.safetensors_file import RowReader
+from ..io.sources import FineTunedSource, open_source
+from ..metrics.device import resolve_device
+from .analysis import Analysis
+from .plan import make_plan
+from .stream import DEFAULT_BLOCK_BYTES, Streamer
+from .table import build_table, rows_for
+
+AXES = ("out", "in")
+
+
+class Progress:
+    """Callbacks for long work; the CLI plugs a progress bar in here."""
+
+    def start(self, total_bytes: int, total_tensors: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def tensor_done(self, name: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = "out",
+            device: str = "auto", split_fused: bool = False, block_bytes: int = DEFAULT_BLOCK_BYTES,
+            progress: Progress | None = None) -> Analysis:
+    """Compare fine-tuned checkpoints with ``base`` tensor by tensor.
+
+    Each ``finetuned`` item is ``[LABEL=]PATH``: a checkpoint directory or ``.safetensors`` file,
+    a PEFT adapter, or a run directory of ``checkpoint-N/`` folders. ``axis="out"`` measures per
+    output channel (the DoRA convention), ``"in"`` per input column (LyCORIS' default).
+    """
+    if axis not in AXES:
+        raise InputError(f"axis must be 'out' or 'in', not {axis!r}")
+    if not finetuned:
+        raise InputError("give at least one fine-tuned checkpoint or run to compare with the base")
+    progress = progress or Progress()
+    dev = resolve_device(device)
+    started = time.perf_counter()
+    base_ckpt = open_checkpoint(base)
+    runs = expand_runs(list(finetuned))
+    with ExitStack() as stack:
+        reader = stack.enter_context(RowReader())
+        opened: list[tuple] = []
+        for run in runs:
+            for ref in run.checkpoints:
+                source: FineTunedSource = open_source(ref.path, base_ckpt)
+                stack.callback(source.close)
+                opened.append((ref, source))
+        plan = make_plan(base_ckpt, opened, split_fused=split_fused)
+        if not plan.tensors:
+            raise InputError(_nothing_matched(base, plan))
+        streamer = Streamer(reader, dev, axis, block_bytes, progress.advance)
+        total = sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in plan.tensors)
+        progress.start(total, len(plan.tensors))
+        rows: list[dict] = []
+        try:
+            for tp in plan.tensors:
+                rows.extend(rows_for(tp, streamer.run(tp)))
+                progress.tensor_done(tp.info.name)
+        finally:
+            progress.finish()
+        bytes_read = reader.bytes_read + sum(s.bytes_read() for _, s in opened)
+    meta = {
+        "tool": "dora-diag",
+        "version": _version(),
+        "base": os.fspath(base),
+        "runs": [{"label": r.label, "path": r.path,
+                  "checkpoints": [{"name": c.name, "step": c.step, "path": c.path,
+                                   "kind": next(s.kind for ref, s in opened if ref is c)} for c in r.checkpoints]}
+                 for r in runs],
+        "axis": axis,
+        "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        "split_fused": split_fused,
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "bytes_read": bytes_read,
+        "tensors_compared": len(plan.tensors),
+        "skipped": plan.skipped,
+        "unmatched": plan.unmatched,
+    }
+    return Analysis(build_table(rows), meta)
+
+
+def _nothing_matched(base: str | os.PathLike, plan) -> str:
+    n_unmatched = sum(u["side"] == "finetuned" for u in plan.unmatched)
+    return (f"no tensor of {os.fspath(base)} matches the fine-tuned checkpoints "
+            f"({n_unmatched} fine-tuned tensors unmatched); are they the same architecture?")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

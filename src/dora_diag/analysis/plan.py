@@ -1,0 +1,134 @@
+"""Decide, before reading any data, which base tensor is compared with what.
+
+A ``TensorPlan`` per comparable base tensor lists the fine-tuned tensors it is streamed
+against; everything not compared is recorded with a reason (skipped) or as unmatched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..architecture import fused_groups, is_transposed, match_names, module_namer
+from ..architecture.registry import infer_model_type
+from ..io.checkpoint import Checkpoint
+from ..io.runs import CheckpointRef
+from ..io.safetensors_file import TensorInfo
+from ..io.sources import FineTunedSource
+
+
+@dataclass
+class Target:
+    """One fine-tuned checkpoint's tensor to compare with the base tensor."""
+
+    ref: CheckpointRef
+    source: FineTunedSource
+    name: str
+    rows: int                 # stored rows shared with the base (fewer when a vocab was resized)
+    flags: tuple[str, ...] = ()
+
+
+@dataclass
+class TensorPlan:
+    info: TensorInfo
+    layer: int | None
+    module: str
+    transposed: bool          # stored (in, out): output channels are the stored columns
+    groups: list[tuple[str, slice | list[int]]] | None
+    targets: list[Target] = field(default_factory=list)
+
+    @property
+    def out_features(self) -> int:
+        return self.info.shape[1] if self.transposed else self.info.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        per_row = 1
+        for s in self.info.shape[1:]:
+            per_row *= s
+        return self.info.shape[0] if self.transposed else per_row
+
+
+@dataclass
+class Plan:
+    tensors: list[TensorPlan]
+    skipped: list[dict]       # base tensors not compared: {"tensor", "reason"}
+    unmatched: list[dict]     # {"run", "checkpoint", "tensor", "side": "base"|"finetuned"}
+
+
+def skip_reason(info: TensorInfo) -> str | None:
+    if not info.is_float:
+        return f"non-float dtype {info.dtype}"
+    if len(info.shape) < 2:
+        return f"{len(info.shape)}-D tensor (norms, biases and scalars have no channels)"
+    if 0 in info.shape:
+        return "empty tensor"
+    return None
+
+
+def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTunedSource]],
+              split_fused: bool = False) -> Plan:
+    names = sorted(base.tensors)
+    model_type = infer_model_type(base.config or _first_config(checkpoints), names)
+    config = base.config or _first_config(checkpoints)
+    where = module_namer(names)
+    skipped, tensors = [], {}
+    for name in names:
+        info = base.tensors[name]
+        reason = skip_reason(info)
+        if reason:
+            skipped.append({"tensor": name, "reason": reason})
+            continue
+        layer, module = where[name]
+        module_path = name[: -len(".weight")] if name.endswith(".weight") else name
+        transposed = len(info.shape) == 2 and is_transposed(model_type, module_path)
+        out = info.shape[1] if transposed else info.shape[0]
+        groups = fused_groups(model_type, module_path, config, out) if split_fused else None
+        tensors[name] = TensorPlan(info, layer, module, transposed, groups)
+    unmatched: list[dict] = []
+    for ref, source in checkpoints:
+        _add_targets(tensors, ref, source, skipped, unmatched)
+    compared = [t for t in tensors.values() if t.targets]
+    for t in tensors.values():
+        if not t.targets:
+            skipped.append({"tensor": t.info.name, "reason": "no fine-tuned counterpart"})
+    # Stream in file order so reads are sequential on disk.
+    compared.sort(key=lambda t: (t.info.path, t.info.offset))
+    return Plan(compared, skipped, unmatched)
+
+
+def _first_config(checkpoints: list[tuple[CheckpointRef, FineTunedSource]]) -> dict:
+    return next((s.config for _, s in checkpoints if s.config), {})
+
+
+def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: FineTunedSource,
+                 skipped: list[dict], unmatched: list[dict]) -> None:
+    infos = source.infos()
+    mapping = match_names(list(tensors), list(infos))
+    for base_name, plan in tensors.items():
+        ft_name = mapping.get(base_name)
+        if ft_name is None:
+            if source.kind == "full":
+                unmatched.append({"run": ref.run, "checkpoint": ref.name, "tensor": base_name, "side": "base"})
+            continue
+        target = _target(plan, ref, source, infos[ft_name])
+        if isinstance(target, str):
+            skipped.append({"tensor": base_name, "run": ref.run, "checkpoint": ref.name, "reason": target})
+        else:
+            plan.targets.append(target)
+    matched = set(mapping.values())
+    unmatched.extend({"run": ref.run, "checkpoint": ref.name, "tensor": n, "side": "finetuned"}
+                     for n in sorted(infos) if n not in matched and skip_reason(infos[n]) is None)
+
+
+def _target(plan: TensorPlan, ref: CheckpointRef, source: FineTunedSource, ft: TensorInfo) -> Target | str:
+    base = plan.info
+    if not ft.is_float:
+        return f"fine-tuned tensor has non-float dtype {ft.dtype}"
+    if ft.shape == base.shape:
+        return Target(ref, source, ft.name, base.shape[0])
+    # A resized vocabulary changes only the first axis: compare the rows both share.
+    if (not plan.transposed and len(ft.shape) == len(base.shape) and ft.shape[1:] == base.shape[1:]
+            and plan.groups is None):
+        shared = min(ft.shape[0], base.shape[0])
+        return Target(ref, source, ft.name, shared, (f"resized {base.shape[0]}->{ft.shape[0]} rows",))
+    return f"shape mismatch: base {list(base.shape)} vs fine-tuned {list(ft.shape)}"

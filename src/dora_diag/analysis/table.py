@@ -1,0 +1,70 @@
+"""Per-channel changes -> one table row per tensor (and per fused group) per checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from ..metrics.kernels import ChannelChanges
+from .plan import TensorPlan
+from .stream import TargetResult
+
+COLUMNS = ["run", "step", "checkpoint", "tensor", "layer", "module", "group", "rows", "cols", "dtype",
+           "delta_m", "delta_d", "rel_delta_m", "zero_rows", "flags"]
+
+
+def summarize(ch: ChannelChanges, index: slice | list[int] | None = None) -> dict:
+    """Means over channels: ΔM = mean |Δm|, ΔD = mean (1 - cos) over channels with a direction,
+    rel ΔM = mean |Δm| / m_base over channels with m_base > 0."""
+    sel = (lambda x: x) if index is None else (lambda x: x[index])  # noqa: E731
+    dm, dd, m0, zero = sel(ch.dm).abs(), sel(ch.dd), sel(ch.m0), sel(ch.zero)
+    live = ~zero
+    return {
+        "delta_m": _mean(dm),
+        "delta_d": _mean(dd[live]),
+        "rel_delta_m": _mean(dm[m0 > 0] / m0[m0 > 0]),
+        "zero_rows": int(zero.sum()),
+    }
+
+
+def _mean(x: torch.Tensor) -> float:
+    return float(x.mean()) if x.numel() else math.nan
+
+
+def rows_for(plan: TensorPlan, results: list[TargetResult]) -> list[dict]:
+    rows = []
+    for r in results:
+        t = r.target
+        groups = [("", None)] + (list(plan.groups) if plan.groups else [])
+        for group, index in groups:
+            stats = summarize(r.changes, index)
+            flags = list(t.flags)
+            if r.nonfinite:
+                flags.append("nonfinite")
+            if math.isnan(stats["delta_d"]):
+                flags.append("all channels zero")
+            rows.append({
+                "run": t.ref.run, "step": t.ref.step, "checkpoint": t.ref.name, "tensor": plan.info.name,
+                "layer": plan.layer, "module": f"{plan.module}.{group}" if group else plan.module, "group": group,
+                "rows": plan.out_features if not group else _count(index), "cols": plan.in_features,
+                "dtype": plan.info.dtype, **stats, "flags": ";".join(flags),
+            })
+    return rows
+
+
+def _count(index: slice | list[int]) -> int:
+    return index.stop - index.start if isinstance(index, slice) else len(index)
+
+
+def build_table(rows: list[dict]) -> pd.DataFrame:
+    """The table is built once from all rows, never grown per tensor."""
+    df = pd.DataFrame.from_records(rows, columns=COLUMNS)
+    df["step"] = df["step"].astype("Int64")
+    df["layer"] = df["layer"].astype("Int64")
+    for col in ("rows", "cols", "zero_rows"):
+        df[col] = df[col].astype("int64")
+    for col in ("delta_m", "delta_d", "rel_delta_m"):
+        df[col] = df[col].astype("float64")
+    return df

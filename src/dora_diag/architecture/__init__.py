@@ -1,0 +1,6 @@
+"""Architecture knowledge kept as data: layer containers, Conv1D orientation, fused projections."""
+
+from .naming import TensorName, match_names, module_namer
+from .registry import FusedSpec, fused_groups, is_transposed
+
+__all__ = ["FusedSpec", "TensorName", "fused_groups", "is_transposed", "match_names", "module_namer"]

@@ -1,0 +1,71 @@
+"""``dora-diag compare``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+
+from ..analysis.compare import AXES, compare as run_compare
+from ..metrics.device import DEVICES
+from ..outputs.atomic import check_writable
+from .main import cli
+from .progress import BarProgress
+
+
+@dataclass
+class CompareOptions:
+    base: str
+    finetuned: tuple[str, ...]
+    out: str | None
+    csv: str | None
+    json: str | None
+    axis: str
+    device: str
+    split_fused: bool
+    quiet: bool
+
+    def outputs(self) -> list[str]:
+        return [p for p in (self.out, self.csv, self.json) if p]
+
+
+def _print_summary(analysis) -> None:
+    stats = analysis.stats("module")
+    for run, g in stats.groupby("run", sort=False):
+        click.echo(f"{run}:")
+        for _, r in g.iterrows():
+            r_txt = "n/a" if r["pearson_r"] != r["pearson_r"] else f"{r['pearson_r']:+.2f}"
+            p_txt = "" if r["p_value"] != r["p_value"] else f"  p={r['p_value']:.2g}"
+            click.echo(f"  {r['module']:<28} n={r['n']:<4} r={r_txt}{p_txt}")
+
+
+@cli.command("compare")
+@click.argument("base", type=click.Path())
+@click.argument("finetuned", nargs=-1, required=True, metavar="[LABEL=]FINETUNED...")
+@click.option("--out", type=click.Path(), help="Write the HTML report here.")
+@click.option("--csv", type=click.Path(), help="Write the per-tensor table (one row per tensor per checkpoint).")
+@click.option("--json", "json_", type=click.Path(), help="Write inputs, statistics, skipped/unmatched tensors.")
+@click.option("--axis", type=click.Choice(AXES), default="out", show_default=True,
+              help="Channels: 'out' = output rows (DoRA/PEFT), 'in' = input columns (LyCORIS).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--split-fused", is_flag=True, help="Also report fused q/k/v projections per group.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, quiet):
+    """Compare FINETUNED checkpoints (or run directories, or PEFT adapters) with BASE.
+
+    BASE is a model directory (model.safetensors or shards with an index) or a .safetensors
+    file. Each FINETUNED is [LABEL=]PATH; a run directory expands to its checkpoint-N folders.
+    """
+    opts = CompareOptions(base, finetuned, out, csv, json_, axis, device, split_fused, quiet)
+    for path in opts.outputs():
+        check_writable(path)
+    analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
+                           split_fused=opts.split_fused, progress=BarProgress("comparing", not opts.quiet))
+    if opts.csv:
+        analysis.to_csv(opts.csv)
+    if opts.json:
+        analysis.to_json(opts.json)
+    if opts.out:
+        analysis.to_html(opts.out)
+    if not opts.quiet:
+        _print_summary(analysis)

@@ -1,0 +1,1 @@
+"""Sources: open checkpoints, adapters and run directories without unpickling anything."""

@@ -1,0 +1,134 @@
+"""Open a full checkpoint: a model directory (single file or index-sharded) or one file.
+
+Only the headers are read here; tensor data is streamed later through a ``RowReader``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError, UnsupportedError
+from .safetensors_file import TensorInfo, read_header
+
+INDEX_NAME = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class Checkpoint:
+    """Tensor locations and config of one checkpoint. ``path`` is what the user gave."""
+
+    path: str
+    tensors: dict[str, TensorInfo]
+    config: dict = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_type(self) -> str | None:
+        return self.config.get("model_type")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: {what} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} is not a JSON object")
+    return data
+
+
+def read_config(directory: Path) -> dict:
+    """config.json of a model directory ({} when absent); refuses packed quantized models."""
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        return {}
+    config = read_json(cfg_path, "config.json")
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict):
+        method = quant.get("quant_method") or ("bitsandbytes" if quant.get("load_in_4bit") or quant.get("load_in_8bit") else "unknown")
+        if method not in ("fp8",):
+            raise UnsupportedError(
+                f"{directory}: quantized checkpoint ({method}); packed quantized weights are not supported yet, "
+                "compare the unquantized weights instead")
+    return config
+
+
+def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Open a ``.safetensors`` file, or a directory with ``model.safetensors`` or shards."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if p.is_file():
+        if p.suffix != ".safetensors":
+            raise _not_safetensors(p, [p])
+        tensors, metadata = read_header(str(p))
+        return Checkpoint(str(path), tensors, read_config(p.parent), metadata)
+    config = read_config(p)
+    if (p / INDEX_NAME).is_file():
+        return Checkpoint(str(path), _read_index(p), config)
+    files = sorted(f for f in p.glob("*.safetensors") if f.name != "adapter_model.safetensors")
+    if not files:
+        raise _not_safetensors(p, sorted(p.iterdir()))
+    return Checkpoint(str(path), _merge_shards(files), config,
+                      read_header(str(files[0]))[1] if len(files) == 1 else {})
+
+
+def _not_safetensors(p: Path, entries: list[Path]) -> InputError:
+    pickles = [e.name for e in entries if e.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        return InputError(
+            f"{p}: only pickle checkpoints ({', '.join(pickles[:3])}); dora-diag never unpickles untrusted files. "
+            "Convert to safetensors first (e.g. model.save_pretrained(dir, safe_serialization=True) "
+            "in a trusted environment)")
+    if p.is_file():
+        return InputError(f"{p}: not a .safetensors file")
+    return InputError(f"{p}: no .safetensors files in this directory")
+
+
+def _merge_shards(files: list[Path]) -> dict[str, TensorInfo]:
+    tensors: dict[str, TensorInfo] = {}
+    for f in files:
+        for name, info in read_header(str(f))[0].items():
+            if name in tensors:
+                raise InputError(f"{f.parent}: tensor {name!r} appears in two shards "
+                                 f"({Path(tensors[name].path).name} and {f.name})")
+            tensors[name] = info
+    return tensors
+
+
+def _read_index(directory: Path) -> dict[str, TensorInfo]:
+    index = read_json(directory / INDEX_NAME, INDEX_NAME)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{directory / INDEX_NAME}: no weight_map")
+    shard_names = sorted(set(map(str, weight_map.values())))
+    headers: dict[str, dict[str, TensorInfo]] = {}
+    for shard in shard_names:
+        shard_path = directory / shard
+        if not shard_path.is_file():
+            raise InputError(f"{directory / INDEX_NAME}: points at missing shard {shard}")
+        headers[shard] = read_header(str(shard_path))[0]
+    owners: dict[str, str] = {}
+    for shard, tensors in headers.items():
+        for name in tensors:
+            if name in owners:
+                raise InputError(f"{directory}: tensor {name!r} appears in two shards ({owners[name]} and {shard})")
+            owners[name] = shard
+    result: dict[str, TensorInfo] = {}
+    for name, shard in weight_map.items():
+        info = headers[str(shard)].get(name)
+        if info is None:
+            raise InputError(f"{directory / INDEX_NAME}: tensor {name!r} is missing from its shard {shard}")
+        result[name] = info
+    return result

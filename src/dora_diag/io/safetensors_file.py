@@ -1,0 +1,185 @@
+"""A minimal, validating reader for the safetensors format.
+
+We parse the header ourselves instead of going through ``safe_open`` so that every way a
+file can be broken (truncated shard, corrupt or oversized header, offsets past the end)
+becomes an ``InputError`` naming the file, and so that rows can be read straight into a
+reusable buffer with ``preadv`` — the bounded-memory streaming the analyzer is built on.
+
+Layout: 8-byte little-endian header length N, N bytes of JSON, then the data section.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+
+# safetensors dtype code -> (torch dtype, item size in bytes)
+DTYPES: dict[str, tuple[torch.dtype, int]] = {
+    "F64": (torch.float64, 8),
+    "F32": (torch.float32, 4),
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+    "F8_E4M3": (torch.float8_e4m3fn, 1),
+    "F8_E5M2": (torch.float8_e5m2, 1),
+    "I64": (torch.int64, 8),
+    "I32": (torch.int32, 4),
+    "I16": (torch.int16, 2),
+    "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1),
+    "BOOL": (torch.bool, 1),
+}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit the reference implementation enforces
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: ``offset`` is absolute in ``path``; shape as stored."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    path: str
+    offset: int
+    nbytes: int
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPES[self.dtype][1]
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one slice along the first axis."""
+        return math.prod(self.shape[1:]) * self.itemsize
+
+
+def _bad(path: str, why: str) -> InputError:
+    return InputError(f"{path}: not a valid safetensors file ({why})")
+
+
+def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse and validate the header of ``path``; returns (tensors by name, metadata)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise _bad(path, f"file is {size} bytes, shorter than the 8-byte header length")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES:
+                raise _bad(path, f"header length {n} exceeds {MAX_HEADER_BYTES} bytes")
+            if 8 + n > size:
+                raise _bad(path, f"header of {n} bytes runs past the end of a {size}-byte file; truncated?")
+            raw = f.read(n)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _bad(path, f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise _bad(path, "header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _bad(path, "__metadata__ is not an object")
+    data_start = 8 + n
+    tensors = {name: _tensor_info(path, name, entry, data_start, size) for name, entry in header.items()}
+    return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _tensor_info(path: str, name: str, entry: object, data_start: int, size: int) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise _bad(path, f"entry for {name!r} is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPES:
+        raise _bad(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+        raise _bad(path, f"tensor {name!r} has an invalid shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        raise _bad(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    expected = math.prod(shape) * DTYPES[dtype][1]
+    if begin < 0 or end - begin != expected:
+        raise _bad(path, f"tensor {name!r}: data_offsets {offsets} do not match shape {shape} of {dtype}")
+    if data_start + end > size:
+        raise _bad(path, f"tensor {name!r} ends at byte {data_start + end} but the file has {size}; truncated?")
+    return TensorInfo(name, dtype, tuple(shape), path, data_start + begin, expected)
+
+
+class RowReader:
+    """Reads row ranges of tensors with ``preadv`` into fresh uninitialised buffers.
+
+    File descriptors are opened lazily and kept until ``close``. ``advise`` tells the kernel
+    to start reading a range ahead of time so I/O overlaps the compute on the current block.
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self.bytes_read = 0
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
+            self._fds[path] = fd
+        return fd
+
+    def read_rows(self, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``."""
+        nbytes = (stop - start) * info.row_bytes
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        self._pread_into(info, buf, info.offset + start * info.row_bytes)
+        return buf.view(DTYPES[info.dtype][0]).view(stop - start, *info.shape[1:])
+
+    def read_all(self, info: TensorInfo) -> torch.Tensor:
+        """The whole tensor (used for small tensors such as adapter factors)."""
+        if not info.shape:
+            buf = torch.empty(info.nbytes, dtype=torch.uint8)
+            self._pread_into(info, buf, info.offset)
+            return buf.view(DTYPES[info.dtype][0]).reshape(())
+        return self.read_rows(info, 0, info.shape[0])
+
+    def _pread_into(self, info: TensorInfo, buf: torch.Tensor, offset: int) -> None:
+        fd = self._fd(info.path)
+        view = memoryview(buf.numpy())
+        done = 0
+        while done < len(view):
+            try:
+                got = os.preadv(fd, [view[done:]], offset + done)
+            except OSError as e:
+                raise InputError(f"{info.path}: read error in tensor {info.name!r} ({e.strerror or e})") from None
+            if got == 0:
+                raise InputError(f"{info.path}: unexpected end of file in tensor {info.name!r}; truncated?")
+            done += got
+        self.bytes_read += done
+
+    def advise(self, info: TensorInfo, start: int, stop: int) -> None:
+        if hasattr(os, "posix_fadvise"):
+            fd = self._fd(info.path)
+            os.posix_fadvise(fd, info.offset + start * info.row_bytes, (stop - start) * info.row_bytes,
+                             os.POSIX_FADV_WILLNEED)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> "RowReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,74 @@
+"""Fine-tuned sources: anything that can produce the fine-tuned rows for a base tensor.
+
+A full checkpoint reads them from disk; a PEFT adapter computes them from the base rows and
+its low-rank factors. The analyzer only sees this interface, so every fine-tuned input kind
+streams through the same kernels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..errors import InputError
+from .checkpoint import ADAPTER_CONFIG, Checkpoint, open_checkpoint
+from .safetensors_file import RowReader, TensorInfo
+
+
+class FineTunedSource(Protocol):
+    kind: str          # "full", "lora", "dora", ...
+    config: dict       # config.json of the checkpoint, {} if none
+
+    def infos(self) -> dict[str, TensorInfo]:
+        """Tensors this source can produce, by its own names (shapes as stored)."""
+
+    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Fine-tuned rows ``start:stop`` of tensor ``name``, shaped like ``base_rows``."""
+
+    def bytes_read(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class FullSource:
+    """A full fine-tuned checkpoint: rows come straight from its safetensors files."""
+
+    kind = "full"
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self.config = checkpoint.config
+        self.reader = RowReader()
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return self.checkpoint.tensors
+
+    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return self.reader.read_rows(self.checkpoint.tensors[name], start, stop)
+
+    def advise(self, name: str, start: int, stop: int) -> None:
+        self.reader.advise(self.checkpoint.tensors[name], start, stop)
+
+    def bytes_read(self) -> int:
+        return self.reader.bytes_read
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def is_adapter(path: str) -> bool:
+    p = Path(path)
+    return (p / ADAPTER_CONFIG).is_file() if p.is_dir() else p.name == "adapter_model.safetensors"
+
+
+def open_source(path: str, base: Checkpoint) -> FineTunedSource:
+    """Open a fine-tuned checkpoint or PEFT adapter at ``path`` against ``base``."""
+    if is_adapter(path):
+        try:
+            from .peft import open_adapter
+        except ImportError:
+            raise InputError(f"{path}: PEFT adapters are not supported by this version") from None
+        return open_adapter(path, base)
+    return FullSource(open_checkpoint(path))

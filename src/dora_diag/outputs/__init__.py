@@ -1,0 +1,1 @@
+"""Outputs: CSV, JSON and files written atomically."""
