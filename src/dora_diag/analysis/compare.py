@@ -78,7 +78,8 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         "base": os.fspath(base),
         "runs": [{"label": r.label, "path": r.path,
                   "checkpoints": [{"name": c.name, "step": c.step, "path": c.path,
-                                   "kind": next(s.kind for ref, s in opened if ref is c)} for c in r.checkpoints]}
+                                   "kind": next(s.kind for ref, s in opened if ref is c)} for c in r.checkpoints],
+                  "log": list(r.log)}
                  for r in runs],
         "axis": axis,
         "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",

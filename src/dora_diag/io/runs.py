@@ -33,6 +33,7 @@ class Run:
     label: str
     path: str
     checkpoints: tuple[CheckpointRef, ...]
+    log: tuple[dict, ...] = ()   # training log records, each with "step" (see read_log)
 
 
 def parse_spec(spec: str | os.PathLike) -> tuple[str | None, str]:
@@ -79,7 +80,35 @@ def expand_run(spec: str | os.PathLike) -> Run:
     if not refs:
         # Let the checkpoint opener explain what is missing (pickles only, nothing at all...).
         refs.append(CheckpointRef(label, None, p.name, raw))
-    return Run(label, raw, tuple(refs))
+    return Run(label, raw, tuple(refs), read_log(p, [Path(r.path) for r in refs]))
+
+
+def read_log(run_dir: Path, checkpoints: list[Path]) -> tuple[dict, ...]:
+    """Training log of a run: dora-diag's ``metrics.jsonl`` at the run root, else the
+    ``log_history`` of the newest HF ``trainer_state.json``. Records without an integer
+    ``step`` and lines that are not JSON objects are ignored: the log is informative only."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        records = []
+        for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return _with_steps(records)
+    for ckpt in reversed(checkpoints):
+        state = ckpt / "trainer_state.json"
+        if state.is_file():
+            try:
+                history = json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                return ()
+            return _with_steps(history if isinstance(history, list) else [])
+    return ()
+
+
+def _with_steps(records: list) -> tuple[dict, ...]:
+    return tuple(r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int))
 
 
 def expand_runs(specs: list[str | os.PathLike]) -> list[Run]:

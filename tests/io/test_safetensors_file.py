@@ -1,0 +1,97 @@
+"""Our header parser and row reader against the reference safetensors implementation."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dora_diag.errors import InputError
+from dora_diag.io.safetensors_file import RowReader, read_header
+
+
+@pytest.fixture
+def st_file(tmp_path):
+    tensors = {
+        "a": torch.randn(7, 5),
+        "b": torch.randn(3, 4, 2).to(torch.bfloat16),
+        "c": torch.arange(6, dtype=torch.int32),
+        "h": torch.randn(4, 3).half(),
+        "f8": torch.randn(4, 4).to(torch.float8_e4m3fn),
+    }
+    path = tmp_path / "x.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path, tensors
+
+
+def test_header_and_rows_match_safetensors(st_file):
+    path, tensors = st_file
+    infos, meta = read_header(str(path))
+    assert meta == {"format": "pt"}
+    assert set(infos) == set(tensors)
+    with RowReader() as reader, safe_open(str(path), framework="pt") as ref:
+        for name, t in tensors.items():
+            assert infos[name].shape == tuple(t.shape)
+            full = reader.read_all(infos[name])
+            assert torch.equal(full.view(torch.uint8), ref.get_tensor(name).view(torch.uint8))
+        rows = reader.read_rows(infos["b"], 1, 3)
+        assert torch.equal(rows, tensors["b"][1:3])
+        assert reader.bytes_read > 0
+
+
+def _rewrite_header(path, mutate):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    mutate(header)
+    new = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda h: h["a"].update(dtype="Q7"), "unknown dtype"),
+    (lambda h: h["a"].update(shape=[7, 6]), "do not match shape"),
+    (lambda h: h["a"].update(data_offsets=[0, 10**12]), "do not match"),
+    (lambda h: h["a"].update(shape="x"), "invalid shape"),
+])
+def test_corrupt_headers_are_input_errors(st_file, mutate, message):
+    path, _ = st_file
+    _rewrite_header(path, mutate)
+    with pytest.raises(InputError, match=message):
+        read_header(str(path))
+
+
+def test_truncated_file(st_file):
+    path, _ = st_file
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-10])
+    with pytest.raises(InputError, match="truncated"):
+        read_header(str(path))
+    path.write_bytes(raw[:5])
+    with pytest.raises(InputError, match="shorter than"):
+        read_header(str(path))
+
+
+def test_oversized_or_garbage_header(tmp_path):
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    with pytest.raises(InputError, match="exceeds"):
+        read_header(str(p))
+    p.write_bytes(struct.pack("<Q", 4) + b"\xff\xfe{]")
+    with pytest.raises(InputError, match="not JSON"):
+        read_header(str(p))
+    p.write_bytes(struct.pack("<Q", 2) + b"[]")
+    with pytest.raises(InputError, match="not a JSON object"):
+        read_header(str(p))
+
+
+def test_file_shrinking_after_header_read_is_an_input_error(st_file):
+    path, _ = st_file
+    infos, _ = read_header(str(path))
+    path.write_bytes(path.read_bytes()[: infos["a"].offset + 4])
+    with RowReader() as reader, pytest.raises(InputError, match="unexpected end of file"):
+        reader.read_all(infos["a"])
