@@ -52,9 +52,11 @@ class Streamer:
             for t, acc in zip(plan.targets, sums):
                 if start >= t.rows:
                     continue
-                c = self._target_rows(t, a, start, stop)
-                n = c.shape[0]
-                acc.add_(block_sums(a[:n], c, axis), slice(start, start + n) if axis == "out" else None)
+                n = min(stop, t.rows) - start
+                part = self._factor_sums(t, a[:n], start, axis)
+                if part is None:
+                    part = block_sums(a[:n], self._target_rows(t, a, start, stop), axis)
+                acc.add_(part, slice(start, start + n) if axis == "out" else None)
         results = []
         for t, acc in zip(plan.targets, sums):
             changes = channel_changes(acc)
@@ -74,6 +76,11 @@ class Streamer:
             block = self.reader.read_rows(info, start, stop)
             self.on_bytes(block.numel() * block.element_size())
             yield block.reshape(stop - start, -1).to(self.device, non_blocking=True), start, stop
+
+    def _factor_sums(self, t: Target, a: torch.Tensor, start: int, axis: str) -> ChannelSums | None:
+        """Sums straight from an adapter's low-rank factors, when its source offers them."""
+        fast = getattr(t.source, "channel_sums", None)
+        return None if fast is None else fast(t.name, a, start, start + a.shape[0], axis)
 
     def _target_rows(self, t: Target, a: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         stop = min(stop, t.rows)

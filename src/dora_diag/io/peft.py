@@ -1,0 +1,245 @@
+"""A PEFT LoRA/DoRA adapter as a fine-tuned source: the effective weights, never merged on disk.
+
+The effective weight is PEFT's merge, computed in fp32/fp64 without rounding to the base
+dtype: ``W0 + s·B·A`` (s = alpha/r, or alpha/sqrt(r) with rsLoRA, r and alpha per module from
+``rank_pattern``/``alpha_pattern``), for DoRA ``m · (W0 + s·B·A) / ‖W0 + s·B·A‖`` per output
+channel. Orientation comes from the layer type: GPT-2 Conv1D (``architecture.is_transposed``)
+and embeddings store (in, out), so their output channels, and DoRA's norm, are stored columns.
+
+Only the factors are read from the adapter file; base rows come from the analyzer's stream.
+``channel_sums`` gives the kernel sums straight from the factors (see ``peft_factors``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..architecture import is_transposed, match_names
+from ..architecture.registry import infer_model_type
+from ..errors import InputError
+from ..metrics.kernels import ChannelSums
+from .checkpoint import ADAPTER_CONFIG, Checkpoint
+from .peft_config import AdapterConfig, read_adapter_config
+from .peft_factors import FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
+from .peft_keys import AdapterModule, group_keys
+from .safetensors_file import RowReader, TensorInfo, read_header
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PREPASS_BLOCK_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class _Entry:
+    """How to produce one effective base tensor: a low-rank module, trainable tokens, or a full tensor."""
+
+    kind: str                    # "lowrank" | "tokens" | "full"
+    info: TensorInfo             # what ``infos()`` reports (base name, effective shape)
+    module: AdapterModule | None = None
+    transposed: bool = False     # factors apply to the stored (in, out) layout
+    scale: float = 1.0
+    w0: TensorInfo | None = None  # W0 for DoRA's column norms (the adapter's base_layer copy if saved)
+    indices: list[int] | None = None
+
+
+def _locate(path: str) -> tuple[Path, Path]:
+    p = Path(path)
+    directory = p.parent if p.is_file() else p
+    weights = directory / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        if (directory / "adapter_model.bin").is_file():
+            raise InputError(f"{directory}: adapter_model.bin is a pickle; dora-diag never unpickles untrusted "
+                             "files. Re-save the adapter with save_pretrained(dir, safe_serialization=True)")
+        raise InputError(f"{directory}: no {ADAPTER_WEIGHTS} next to {ADAPTER_CONFIG}")
+    config = directory / ADAPTER_CONFIG
+    if not config.is_file():
+        raise InputError(f"{directory}: {ADAPTER_WEIGHTS} without {ADAPTER_CONFIG}; cannot tell r and alpha")
+    return config, weights
+
+
+def open_adapter(path: str, base: Checkpoint) -> "AdapterSource":
+    """Open the PEFT adapter at ``path`` (directory or its adapter_model.safetensors) against ``base``."""
+    config_path, weights = _locate(path)
+    config = read_adapter_config(config_path)
+    tensors, _ = read_header(str(weights))
+    modules, full = group_keys(tensors, str(weights))
+    return AdapterSource(str(weights), config, base, modules, full)
+
+
+class AdapterSource:
+    """``FineTunedSource`` for an adapter: kind "dora" when ``use_dora``, else "lora"."""
+
+    def __init__(self, where: str, config: AdapterConfig, base: Checkpoint,
+                 modules: dict[str, AdapterModule], full: dict[str, TensorInfo]):
+        self.where, self.adapter_config = where, config
+        self.kind = "dora" if config.use_dora else "lora"
+        self.config: dict = {}
+        self.reader = RowReader()
+        self._base = base
+        self._model_type = infer_model_type(base.config, list(base.tensors))
+        self._entries: dict[str, _Entry] = {}
+        self._cache: tuple[str, torch.device, LowRankDelta, tuple | None] | None = None
+        base_names = list(base.tensors)
+        wanted = {f"{p}.weight": m for p, m in modules.items()}
+        to_base = {v: k for k, v in match_names(base_names, list(wanted)).items()}
+        for name, m in wanted.items():
+            self._add_module(m, to_base.get(name), name)
+        full_to_base = {v: k for k, v in match_names(base_names, list(full)).items()}
+        for name, info in full.items():
+            key = full_to_base.get(name, name)
+            self._entries[key] = _Entry("full", replace(info, name=key))
+
+    # ---- building entries --------------------------------------------------------------------
+    def _add_module(self, m: AdapterModule, base_name: str | None, own_name: str) -> None:
+        factors = m.factors
+        if factors is None:
+            self._add_tokens(m, base_name, own_name)
+            return
+        A, B = factors
+        if base_name is None:
+            # No base weight: reported by the planner as unmatched, never streamed.
+            shape = (B.shape[0], *A.shape[1:]) if not m.is_embedding else (A.shape[1], B.shape[0])
+            self._entries[own_name] = _Entry("lowrank", TensorInfo(own_name, A.dtype, shape, self.where, 0, 0), m)
+            return
+        base = self._base.tensors[base_name]
+        rank, scale = self.adapter_config.rank_and_scale(m.path)
+        if A.shape[0] != rank or (len(B.shape) > 1 and B.shape[1] != rank):
+            raise InputError(f"{self.where}: {m.path}: adapter_config gives r={rank} but the factors have shapes "
+                             f"{list(A.shape)} and {list(B.shape)}")
+        transposed, shape = self._orientation(m, A, B, base)
+        if "magnitude" in m.parts and not self.adapter_config.use_dora:
+            raise InputError(f"{self.where}: {m.path} has a DoRA magnitude but use_dora is false in the config")
+        if self.adapter_config.use_dora and "magnitude" not in m.parts:
+            raise InputError(f"{self.where}: use_dora is set but {m.path} has no lora_magnitude_vector")
+        w0 = m.parts.get("base_layer", base)
+        info = TensorInfo(base_name, base.dtype, shape, self.where, 0, 0)
+        self._entries[base_name] = _Entry("lowrank", info, m, transposed, scale, w0)
+
+    def _orientation(self, m: AdapterModule, A: TensorInfo, B: TensorInfo, base: TensorInfo) -> tuple[bool, tuple]:
+        """(stored transposed?, effective shape). Embeddings are always (vocab, dim) = transposed;
+        otherwise the layer type decides, and the factor shapes must agree with it."""
+        rows_shape = (B.shape[0], *A.shape[1:])
+        cols_shape = (A.shape[1], B.shape[0])
+        if m.is_embedding:
+            candidates = [(True, cols_shape)]
+        elif len(A.shape) > 2 or len(base.shape) != 2:
+            candidates = [(False, rows_shape)]
+        else:
+            conv1d = is_transposed(self._model_type, base.name[: -len(".weight")])
+            candidates = [(conv1d, cols_shape if conv1d else rows_shape), (not conv1d, rows_shape if conv1d else cols_shape)]
+        resizable = "base_layer" in m.parts
+        conv_b_ok = all(s == 1 for s in B.shape[2:])
+        for transposed, shape in candidates:
+            if conv_b_ok and tuple(shape) == base.shape or (resizable and tuple(shape[1:]) == base.shape[1:]):
+                return transposed, tuple(shape)
+        raise InputError(f"{self.where}: {m.path}: factors {list(A.shape)} x {list(B.shape)} do not fit base "
+                         f"tensor {base.name} {list(base.shape)}; was the adapter trained on this base model?")
+
+    def _add_tokens(self, m: AdapterModule, base_name: str | None, own_name: str) -> None:
+        delta = m.parts["tokens"]
+        indices = self.adapter_config.indices_for(m.path)
+        if not isinstance(indices, list) or len(indices) != delta.shape[0]:
+            raise InputError(f"{self.where}: {m.path}: trainable_token_indices does not list the "
+                             f"{delta.shape[0]} tokens of trainable_tokens_delta")
+        if base_name is None:
+            self._entries[own_name] = _Entry("tokens", TensorInfo(own_name, delta.dtype, delta.shape, self.where, 0, 0), m)
+            return
+        base = self._base.tensors[base_name]
+        if base.shape[1:] != delta.shape[1:] or max(indices) >= base.shape[0]:
+            raise InputError(f"{self.where}: {m.path}: trainable tokens {list(delta.shape)} (max index "
+                             f"{max(indices)}) do not fit base tensor {base_name} {list(base.shape)}")
+        info = TensorInfo(base_name, base.dtype, base.shape, self.where, 0, 0)
+        self._entries[base_name] = _Entry("tokens", info, m, indices=[int(i) for i in indices])
+
+    # ---- FineTunedSource ---------------------------------------------------------------------
+    def infos(self) -> dict[str, TensorInfo]:
+        return {name: e.info for name, e in self._entries.items()}
+
+    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Effective rows ``start:stop`` (stored layout, shape of ``base_rows`` flattened to 2-D)."""
+        e = self._entries[name]
+        if e.kind == "full":
+            return self.reader.read_rows(e.info, start, stop)
+        w = base_rows.reshape(stop - start, -1)
+        if e.kind == "tokens":
+            return self._token_rows(e, w, start, stop)
+        delta, col_scale = self._delta(name, w.device)
+        return dense_rows(delta, w, start, stop, None if col_scale is None else col_scale[0])
+
+    def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str) -> ChannelSums | None:
+        """Kernel sums for rows ``start:stop`` from the factors, without the dense delta.
+
+        None where the dense path is needed: full tensors, trainable tokens, and DoRA measured
+        along the other axis than its magnitude (``--axis in``).
+        """
+        e = self._entries[name]
+        if e.kind != "lowrank":
+            return None
+        w = base_rows.reshape(stop - start, -1)
+        delta, col_scale = self._delta(name, w.device)
+        if delta.magnitude is not None and delta.magnitude_axis != axis:
+            return None
+        sums = factor_sums(w, delta.L[start:stop], delta.R, axis)
+        if delta.magnitude is None:
+            return channel_sums(sums, None)
+        scale = dora_scale(delta.magnitude[start:stop], sums) if axis == "out" else col_scale
+        return channel_sums(sums, scale)
+
+    def bytes_read(self) -> int:
+        return self.reader.bytes_read
+
+    def close(self) -> None:
+        self.reader.close()
+        self._cache = None
+
+    # ---- factors -----------------------------------------------------------------------------
+    def _token_rows(self, e: _Entry, w: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        out = w.float().clone()
+        picked = [(j, i) for j, i in enumerate(e.indices) if start <= i < stop]
+        if picked:
+            values = self.reader.read_all(e.module.parts["tokens"]).float().to(w.device)
+            rows = torch.tensor([i - start for _, i in picked], device=w.device)
+            out[rows] = values[[j for j, _ in picked]].reshape(len(picked), -1)
+        return out
+
+    def _delta(self, name: str, device: torch.device) -> tuple[LowRankDelta, tuple | None]:
+        """The module's factors on ``device`` (one module cached) and DoRA's per-column (k, k-1)."""
+        if self._cache is not None and self._cache[0] == name and self._cache[1] == device:
+            return self._cache[2], self._cache[3]
+        e = self._entries[name]
+        delta = self._load(e).to(device)
+        col_scale = None
+        if delta.magnitude is not None and delta.magnitude_axis == "in":
+            col_scale = dora_scale(delta.magnitude, self._column_sums(e, delta))
+        self._cache = (name, device, delta, col_scale)
+        return delta, col_scale
+
+    def _load(self, e: _Entry) -> LowRankDelta:
+        A_info, B_info = e.module.factors
+        A = self.reader.read_all(A_info).float()
+        B = self.reader.read_all(B_info).float()
+        r = A.shape[0]
+        if e.transposed:
+            L, R = (A.T * e.scale).contiguous(), B.T.contiguous()
+        else:
+            L, R = B.reshape(B.shape[0], r) * e.scale, A.reshape(r, -1)
+        mag_info = e.module.parts.get("magnitude")
+        mag = None if mag_info is None else self.reader.read_all(mag_info).double().reshape(-1)
+        if mag is not None and mag.numel() != (R.shape[1] if e.transposed else L.shape[0]):
+            raise InputError(f"{self.where}: {e.module.path}: lora_magnitude_vector has {mag.numel()} values, "
+                             "not one per output channel")
+        return LowRankDelta(L, R, mag, "in" if e.transposed else "out")
+
+    def _column_sums(self, e: _Entry, delta: LowRankDelta) -> FactorSums:
+        """One streaming pass over W0 for DoRA norms that run over stored columns."""
+        w0 = e.w0
+        device = delta.L.device
+        total = FactorSums(*(torch.zeros(delta.R.shape[1], dtype=torch.float64, device=device) for _ in range(3)))
+        step = max(1, PREPASS_BLOCK_BYTES // max(1, w0.row_bytes))
+        for start in range(0, w0.shape[0], step):
+            stop = min(w0.shape[0], start + step)
+            w = self.reader.read_rows(w0, start, stop).reshape(stop - start, -1).to(device)
+            total.add_(factor_sums(w, delta.L[start:stop], delta.R, "in"))
+        return total
