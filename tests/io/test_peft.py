@@ -1,0 +1,191 @@
+"""PEFT adapters: ΔM/ΔD from the factors must equal those of PEFT's own merge_and_unload()."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import dora_diag
+
+transformers = pytest.importorskip("transformers")
+from dora_diag.errors import InputError, UnsupportedError
+from dora_diag.io.checkpoint import open_checkpoint
+from dora_diag.io.peft import open_adapter
+from dora_diag.io.peft_factors import LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+CASES = {
+    "lora": ("llama", dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])),
+    "rslora_patterns": ("llama", dict(r=4, lora_alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj"],
+                                      rank_pattern={"layers.1.self_attn.q_proj": 2}, alpha_pattern={"v_proj": 3})),
+    "rank_alpha_patterns": ("llama", dict(r=4, lora_alpha=16, target_modules=["q_proj", "o_proj", "up_proj"],
+                                          rank_pattern={"o_proj": 2, "^model.layers.0.mlp.up_proj": 6},
+                                          alpha_pattern={"layers.1.self_attn.q_proj": 5})),
+    "dora": ("llama", dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj", "gate_proj"])),
+    "embedding_lora": ("llama", dict(r=4, lora_alpha=8, target_modules=["embed_tokens", "k_proj"])),
+    "embedding_dora": ("llama", dict(r=4, lora_alpha=8, use_dora=True, target_modules=["embed_tokens"])),
+    "gpt2_conv1d": ("gpt2", dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc", "c_proj"], fan_in_fan_out=True)),
+    "gpt2_conv1d_dora": ("gpt2", dict(r=4, lora_alpha=8, use_dora=True, target_modules=["c_attn", "c_proj", "wte"],
+                                      fan_in_fan_out=True)),
+    "modules_to_save_tokens": ("bert", dict(r=4, target_modules=["query", "value"], modules_to_save=["classifier"],
+                                            trainable_token_indices={"word_embeddings": [1, 5, 7]})),
+}
+
+
+def _tables(case, axis="out"):
+    a = dora_diag.compare(case.base, case.adapter, axis=axis)
+    m = dora_diag.compare(case.base, case.merged, axis=axis)
+    ta = a.table.sort_values("tensor").reset_index(drop=True)
+    tm = m.table[m.table["tensor"].isin(ta["tensor"])].sort_values("tensor").reset_index(drop=True)
+    return a, ta, tm
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_peft_merge_and_unload(make_adapter, name):
+    model, kwargs = CASES[name]
+    case = make_adapter(model, **kwargs)
+    a, ta, tm = _tables(case)
+    assert list(ta["tensor"]) == list(tm["tensor"])
+    # the merged model differs from the base exactly in the tensors the adapter touches
+    changed = tm[(tm["delta_m"] > 0) | (tm["delta_d"] > 0)]
+    assert len(changed) == len(ta) > 0
+    for col in ("delta_m", "delta_d", "rel_delta_m"):
+        np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
+    assert {c["kind"] for r in a.meta["runs"] for c in r["checkpoints"]} == {"dora" if kwargs.get("use_dora") else "lora"}
+
+
+@pytest.mark.parametrize("name", ["dora", "gpt2_conv1d_dora", "rslora_patterns"])
+def test_input_axis_matches_merge(make_adapter, name):
+    model, kwargs = CASES[name]
+    _, ta, tm = _tables(make_adapter(model, **kwargs), axis="in")
+    for col in ("delta_m", "delta_d"):
+        np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
+
+
+def test_patterns_change_the_result(make_adapter):
+    """Ignoring alpha_pattern would give other numbers: the oracle test is sensitive to it."""
+    model, kwargs = CASES["rslora_patterns"]
+    case = make_adapter(model, **kwargs)
+    cfg_path = case.adapter / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["alpha_pattern"] = {}
+    cfg_path.write_text(json.dumps(cfg))
+    _, ta, tm = _tables(case)
+    v = ta["tensor"].str.contains("v_proj")
+    assert not np.allclose(ta.loc[v, "delta_m"], tm.loc[v, "delta_m"], rtol=1e-3)
+
+
+def test_reads_only_targeted_tensors(make_adapter):
+    case = make_adapter("llama", r=4, target_modules=["q_proj", "v_proj"])
+    a = dora_diag.compare(case.base, case.adapter)
+    base = open_checkpoint(case.base)
+    targeted = sum(i.nbytes for n, i in base.tensors.items() if "q_proj" in n or "v_proj" in n)
+    adapter_bytes = sum(i.nbytes for i in _adapter_header(case.adapter).values())
+    assert a.meta["bytes_read"] == targeted + adapter_bytes
+    assert a.meta["bytes_read"] < base.nbytes / 4
+
+
+def _adapter_header(directory):
+    from dora_diag.io.safetensors_file import read_header
+
+    return read_header(str(directory / "adapter_model.safetensors"))[0]
+
+
+def test_adapter_file_path_and_run_directory(make_adapter, tmp_path):
+    case = make_adapter("llama", r=4, target_modules=["q_proj"])
+    file_path = case.adapter / "adapter_model.safetensors"
+    assert len(dora_diag.compare(case.base, file_path).table) == 2
+    run = tmp_path / "run"
+    for step in (10, 20):
+        ckpt = run / f"checkpoint-{step}"
+        shutil.copytree(case.adapter, ckpt)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        (ckpt / "optimizer.pt").write_bytes(b"not read")
+    a = dora_diag.compare(case.base, run)
+    assert sorted(a.table["step"].unique().tolist()) == [10, 20]
+    assert a.table.groupby("step")["delta_m"].mean().nunique() == 1
+
+
+def test_refuses_pickle_adapter(make_adapter):
+    case = make_adapter("llama", r=2, target_modules=["q_proj"])
+    (case.adapter / "adapter_model.safetensors").rename(case.adapter / "adapter_model.bin")
+    with pytest.raises(InputError, match="adapter_model.bin is a pickle"):
+        dora_diag.compare(case.base, case.adapter)
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"peft_type": "IA3"}, "peft_type 'IA3' is not supported"),
+    ({"init_lora_weights": "pissa_niter_4"}, "rewrites the base weights"),
+    ({"alora_invocation_tokens": [1, 2]}, "aLoRA"),
+    ({"r": 8}, "adapter_config gives r=8"),
+])
+def test_refuses_unsupported_configs(make_adapter, patch, message):
+    case = make_adapter("llama", r=2, target_modules=["q_proj"])
+    cfg_path = case.adapter / "adapter_config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), **patch}))
+    with pytest.raises(InputError, match=message):
+        dora_diag.compare(case.base, case.adapter)
+
+
+def test_wrong_base_is_named(make_adapter, tmp_path):
+    case = make_adapter("llama", r=2, target_modules=["q_proj"])
+    other = make_adapter("gpt2", r=2, target_modules=["c_attn"], fan_in_fan_out=True)
+    with pytest.raises(InputError, match="no tensor of"):
+        dora_diag.compare(other.base, case.adapter)
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=96)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "wider")
+    with pytest.raises(InputError, match="do not fit base tensor model.layers.0.self_attn.q_proj.weight"):
+        dora_diag.compare(tmp_path / "wider", case.adapter)
+
+
+def test_incomplete_factors_are_refused(make_adapter):
+    from safetensors.torch import load_file, save_file
+
+    case = make_adapter("llama", r=2, target_modules=["q_proj"])
+    path = case.adapter / "adapter_model.safetensors"
+    save_file({k: v for k, v in load_file(path).items() if "lora_B" not in k}, path)
+    with pytest.raises(UnsupportedError, match="incomplete set of LoRA factors"):
+        open_adapter(str(case.adapter), open_checkpoint(case.base))
+
+
+# ---- the factor identities against an fp64 dense reference ----------------------------------
+
+@pytest.mark.parametrize("axis", ["out", "in"])
+@pytest.mark.parametrize("dora", [False, True])
+def test_factor_sums_equal_dense_fp64(axis, dora):
+    g = torch.Generator().manual_seed(1)
+    rows, cols, r = 24, 40, 3
+    w = torch.randn(rows, cols, generator=g)
+    w[5] = 0  # an all-zero base row
+    L, R = 0.1 * torch.randn(rows, r, generator=g), torch.randn(r, cols, generator=g)
+    channels = rows if axis == "out" else cols
+    mag = (torch.rand(channels, generator=g, dtype=torch.float64) + 0.5) if dora else None
+    delta = LowRankDelta(L, R, mag, axis)
+    v = w.double() + L.double() @ R.double()
+    dim = 1 if axis == "out" else 0
+    if dora:
+        k = mag / torch.linalg.vector_norm(v, dim=dim)
+        c = v * (k.unsqueeze(1) if axis == "out" else k.unsqueeze(0))
+    else:
+        c = v
+    w64, d = w.double(), c - w.double()
+    ref = {"a2": w64.square().sum(dim), "c2": c.square().sum(dim), "d2": d.square().sum(dim),
+           "p": (d * (w64 + c)).sum(dim)}
+    full = factor_sums(w, L, R, axis)
+    got = channel_sums(full, dora_scale(mag, full) if dora else None)
+    for name in ("a2", "c2", "d2", "p"):
+        torch.testing.assert_close(getattr(got, name), ref[name], rtol=1e-5, atol=1e-9, msg=name)
+    col_scale = dora_scale(mag, full)[0] if dora and axis == "in" else None
+    torch.testing.assert_close(dense_rows(delta, w, 0, rows, col_scale).double(), c, rtol=1e-5, atol=1e-6)
+
+
+def test_dora_zero_channel_stays_zero():
+    full = factor_sums(torch.zeros(2, 4), torch.zeros(2, 1), torch.ones(1, 4), "out")
+    k, km1 = dora_scale(torch.tensor([1.0, 2.0], dtype=torch.float64), full)
+    assert k.tolist() == [0.0, 0.0] and km1.tolist() == [-1.0, -1.0]
