@@ -18,5 +18,6 @@ except PackageNotFoundError:  # running from a source tree without an install
 from .errors import InputError, UnsupportedError
 from .analysis.analysis import Analysis
 from .analysis.compare import compare
+from .analysis.check import check
 
-__all__ = ["Analysis", "InputError", "UnsupportedError", "compare", "__version__"]
+__all__ = ["Analysis", "InputError", "UnsupportedError", "check", "compare", "__version__"]
