@@ -1,0 +1,86 @@
+"""``dora-diag check``: printed verdict, JSON for CI, thresholds as options, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dora_diag.cli import main
+
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A 3-layer LLaMA base and a run directory of three LoRA adapter checkpoints."""
+    root = tmp_path_factory.mktemp("check")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=64)
+    model = transformers.LlamaForCausalLM(cfg)
+    model.save_pretrained(root / "base")
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(1)
+    for step in (5, 10, 15):
+        with torch.no_grad():
+            for name, p in pm.named_parameters():
+                if "lora_B" in name:
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+        pm.save_pretrained(root / "run" / f"checkpoint-{step}")
+    return root / "base", root / "run"
+
+
+def test_check_prints_verdict_and_writes_json(lora_run, tmp_path, capsys):
+    base, run = lora_run
+    js = tmp_path / "verdict.json"
+    code, out, err = call(capsys, "check", str(base), f"LoRA={run}", "--json", str(js), "--min-points", "4")
+    assert code == 0, err
+    doc = json.loads(js.read_text())
+    (v,) = doc["verdicts"]
+    assert v["run"] == "LoRA" and v["kind"] == "lora" and v["pooled"]["n"] == 18
+    assert v["thresholds"] == {"min_r": 0.3, "alpha": 0.05, "min_points": 4}
+    assert out.startswith(f"LoRA (lora): {v['headline']}")
+    assert "pooled" in out and "q_proj" in out and "v_proj" in out and "n=18" in out
+    assert doc["bytes_read"] > 0 and doc["runs"][0]["checkpoints"][0]["kind"] == "lora"
+
+
+def test_thresholds_change_the_decision(lora_run, tmp_path, capsys):
+    base, run = lora_run
+    js = tmp_path / "v.json"
+    code, _, err = call(capsys, "check", str(base), str(run), "--json", str(js), "--min-points", "100", "-q")
+    assert code == 0, err
+    (v,) = json.loads(js.read_text())["verdicts"]
+    assert v["decision"] == "inconclusive" and "too few points: n = 18 < 100" in v["reason"]
+
+
+def test_bad_threshold_and_unwritable_output_exit_2(lora_run, tmp_path, capsys):
+    base, run = lora_run
+    code, _, err = call(capsys, "check", str(base), str(run), "--alpha", "2")
+    assert code == 2 and err.count("\n") == 1 and "alpha must be in (0, 1)" in err
+    code, _, err = call(capsys, "check", str(base), str(run), "--json", str(tmp_path / "missing" / "v.json"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_pickle_adapter_exit_2(tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    (adapter / "adapter_model.bin").write_bytes(b"\x80\x04pickle")
+    base = tmp_path / "base"
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=64)).save_pretrained(base)
+    code, _, err = call(capsys, "check", str(base), str(adapter))
+    assert code == 2 and "never unpickles" in err
