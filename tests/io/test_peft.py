@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 import dora_diag
 
+peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 from dora_diag.errors import InputError, UnsupportedError
 from dora_diag.io.checkpoint import open_checkpoint
@@ -189,3 +191,41 @@ def test_dora_zero_channel_stays_zero():
     full = factor_sums(torch.zeros(2, 4), torch.zeros(2, 1), torch.ones(1, 4), "out")
     k, km1 = dora_scale(torch.tensor([1.0, 2.0], dtype=torch.float64), full)
     assert k.tolist() == [0.0, 0.0] and km1.tolist() == [-1.0, -1.0]
+
+
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_conv2d_matches_merge(tmp_path, use_dora):
+    """Conv2d factors: lora_A (r, in, kh, kw), lora_B (out, r, 1, 1), magnitude (1, out, 1, 1)."""
+    from safetensors.torch import save_file
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.proj = nn.Conv2d(6, 8, 3), nn.Linear(8, 8)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Block() for _ in range(3)])
+
+    def save(model, d):
+        d.mkdir()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, d / "model.safetensors")
+
+    torch.manual_seed(0)
+    net = Net()
+    save(net, tmp_path / "base")
+    pm = peft.get_peft_model(net, peft.LoraConfig(r=2, target_modules=["conv", "proj"], use_dora=use_dora))
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.2 * torch.randn(p.shape))
+            elif "magnitude" in name:
+                p.mul_(0.8 + 0.4 * torch.rand(p.shape))
+    pm.save_pretrained(tmp_path / "adapter")
+    save(pm.merge_and_unload(), tmp_path / "merged")
+    _, ta, tm = _tables(SimpleNamespace(base=tmp_path / "base", adapter=tmp_path / "adapter", merged=tmp_path / "merged"))
+    assert ta["tensor"].str.contains("conv").sum() == 3
+    for col in ("delta_m", "delta_d"):
+        np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
