@@ -229,3 +229,15 @@ def test_conv2d_matches_merge(tmp_path, use_dora):
     assert ta["tensor"].str.contains("conv").sum() == 3
     for col in ("delta_m", "delta_d"):
         np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["dora", "gpt2_conv1d_dora", "modules_to_save_tokens"])
+def test_cuda_matches_cpu(make_adapter, name):
+    model, kwargs = CASES[name]
+    case = make_adapter(model, **kwargs)
+    cpu = dora_diag.compare(case.base, case.adapter, device="cpu").table
+    gpu = dora_diag.compare(case.base, case.adapter, device="cuda").table
+    for col in ("delta_m", "delta_d"):
+        np.testing.assert_allclose(gpu[col], cpu[col], rtol=1e-5, err_msg=col)
