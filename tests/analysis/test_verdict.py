@@ -97,6 +97,7 @@ def test_bad_thresholds(kwargs):
         verdict(_analysis({"q_proj": _correlated(10, 0.5, 5)}), **kwargs)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_check_on_adapter_run_directory(tmp_path):
     """End to end: a run directory of PEFT adapter checkpoints; the JSON carries the verdict."""
     pytest.importorskip("peft")

@@ -81,6 +81,7 @@ class AdapterSource:
         self._model_type = infer_model_type(base.config, list(base.tensors))
         self._entries: dict[str, _Entry] = {}
         self._cache: tuple[str, torch.device, LowRankDelta, tuple | None] | None = None
+        self._tokens: dict[str, torch.Tensor] = {}   # trainable-token rows, (n, dim) each
         base_names = list(base.tensors)
         wanted = {f"{p}.weight": m for p, m in modules.items()}
         to_base = {v: k for k, v in match_names(base_names, list(wanted)).items()}
@@ -193,13 +194,17 @@ class AdapterSource:
     def close(self) -> None:
         self.reader.close()
         self._cache = None
+        self._tokens.clear()
 
     # ---- factors -----------------------------------------------------------------------------
     def _token_rows(self, e: _Entry, w: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         out = w.float().clone()
         picked = [(j, i) for j, i in enumerate(e.indices) if start <= i < stop]
         if picked:
-            values = self.reader.read_all(e.module.parts["tokens"]).float().to(w.device)
+            info = e.module.parts["tokens"]
+            if info.name not in self._tokens:
+                self._tokens[info.name] = self.reader.read_all(info).float()
+            values = self._tokens[info.name].to(w.device)
             rows = torch.tensor([i - start for _, i in picked], device=w.device)
             out[rows] = values[[j for j, _ in picked]].reshape(len(picked), -1)
         return out
