@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from dora_diag.cli import main
 
-peft = pytest.importorskip("peft")
+pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
+from tiny_peft import save_lora_run  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
@@ -25,21 +25,7 @@ def call(capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     """A 3-layer LLaMA base and a run directory of three LoRA adapter checkpoints."""
-    root = tmp_path_factory.mktemp("check")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=64)
-    model = transformers.LlamaForCausalLM(cfg)
-    model.save_pretrained(root / "base")
-    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
-    g = torch.Generator().manual_seed(1)
-    for step in (5, 10, 15):
-        with torch.no_grad():
-            for name, p in pm.named_parameters():
-                if "lora_B" in name:
-                    p.add_(0.05 * torch.randn(p.shape, generator=g))
-        pm.save_pretrained(root / "run" / f"checkpoint-{step}")
-    return root / "base", root / "run"
+    return save_lora_run(tmp_path_factory.mktemp("check"))
 
 
 def test_check_prints_verdict_and_writes_json(lora_run, tmp_path, capsys):
@@ -50,10 +36,18 @@ def test_check_prints_verdict_and_writes_json(lora_run, tmp_path, capsys):
     doc = json.loads(js.read_text())
     (v,) = doc["verdicts"]
     assert v["run"] == "LoRA" and v["kind"] == "lora" and v["pooled"]["n"] == 18
+    assert v["decision"] == "dora_likely_helps" and "why: r = +" in out
     assert v["thresholds"] == {"min_r": 0.3, "alpha": 0.05, "min_points": 4}
     assert out.startswith(f"LoRA (lora): {v['headline']}")
     assert "pooled" in out and "q_proj" in out and "v_proj" in out and "n=18" in out
     assert doc["bytes_read"] > 0 and doc["runs"][0]["checkpoints"][0]["kind"] == "lora"
+
+
+def test_dora_run_says_so(tmp_path, capsys):
+    base, run = save_lora_run(tmp_path, layers=2, steps=(5, 10), use_dora=True)
+    code, out, err = call(capsys, "check", str(base), str(run), "--min-points", "4")
+    assert code == 0, err
+    assert out.startswith("run (dora): [dora run]") and "note: This is a DoRA run" in out
 
 
 def test_thresholds_change_the_decision(lora_run, tmp_path, capsys):

@@ -14,6 +14,7 @@ import dora_diag
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
+from tiny_peft import llama, perturb  # noqa: E402
 from dora_diag.errors import InputError, UnsupportedError
 from dora_diag.io.checkpoint import open_checkpoint
 from dora_diag.io.peft import open_adapter
@@ -241,3 +242,38 @@ def test_cuda_matches_cpu(make_adapter, name):
     gpu = dora_diag.compare(case.base, case.adapter, device="cuda").table
     for col in ("delta_m", "delta_d"):
         np.testing.assert_allclose(gpu[col], cpu[col], rtol=1e-5, err_msg=col)
+
+
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_resized_vocabulary_uses_saved_base_layer(tmp_path, use_dora):
+    """A resized, targeted embedding: PEFT saves base_layer.weight (100 rows) and DoRA's column
+    norms run over all of it; the shared 96 rows are compared with the (96-row) base."""
+    torch.manual_seed(0)
+    model = llama(vocab=96)
+    model.save_pretrained(tmp_path / "base")
+    model.resize_token_embeddings(100, mean_resizing=False)
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"], use_dora=use_dora))
+    perturb(pm, 1)
+    pm.save_pretrained(tmp_path / "adapter")
+    pm.merge_and_unload().save_pretrained(tmp_path / "merged")
+    _, ta, tm = _tables(SimpleNamespace(base=tmp_path / "base", adapter=tmp_path / "adapter", merged=tmp_path / "merged"))
+    emb = ta[ta["tensor"] == "model.embed_tokens.weight"].iloc[0]
+    assert emb["flags"] == "resized 96->100 rows"
+    for col in ("delta_m", "delta_d"):
+        np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
+
+
+def test_bf16_base(tmp_path):
+    """A bf16 base streams through the same math: equal to the fp32 copy of the same values."""
+    torch.manual_seed(0)
+    model = llama().to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    model.float().save_pretrained(tmp_path / "fp32")
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True))
+    perturb(pm, 1)
+    pm.save_pretrained(tmp_path / "adapter")
+    a = dora_diag.compare(tmp_path / "bf16", tmp_path / "adapter").table
+    b = dora_diag.compare(tmp_path / "fp32", tmp_path / "adapter").table
+    assert set(a["dtype"]) == {"BF16"}
+    for col in ("delta_m", "delta_d"):
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-6, err_msg=col)
