@@ -109,9 +109,12 @@ def test_adapter_file_path_and_run_directory(make_adapter, tmp_path):
         shutil.copytree(case.adapter, ckpt)
         (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
         (ckpt / "optimizer.pt").write_bytes(b"not read")
+    for f in ("adapter_config.json", "adapter_model.safetensors"):  # TRL: final adapter at the run root
+        shutil.copy(case.adapter / f, run / f)
     a = dora_diag.compare(case.base, run)
-    assert sorted(a.table["step"].unique().tolist()) == [10, 20]
-    assert a.table.groupby("step")["delta_m"].mean().nunique() == 1
+    assert a.table["checkpoint"].unique().tolist() == ["checkpoint-10", "checkpoint-20", "final"]
+    assert a.table["step"].dropna().unique().tolist() == [10, 20]
+    assert a.table.groupby("checkpoint")["delta_m"].mean().nunique() == 1
 
 
 def test_refuses_pickle_adapter(make_adapter):

@@ -128,12 +128,13 @@ class AdapterSource:
         elif len(A.shape) > 2 or len(base.shape) != 2:
             candidates = [(False, rows_shape)]
         else:
-            conv1d = is_transposed(self._model_type, base.name[: -len(".weight")])
+            conv1d = is_transposed(self._model_type, base.name.removesuffix(".weight"))
             candidates = [(conv1d, cols_shape if conv1d else rows_shape), (not conv1d, rows_shape if conv1d else cols_shape)]
         resizable = "base_layer" in m.parts
         conv_b_ok = all(s == 1 for s in B.shape[2:])
         for transposed, shape in candidates:
-            if conv_b_ok and tuple(shape) == base.shape or (resizable and tuple(shape[1:]) == base.shape[1:]):
+            fits = tuple(shape) == base.shape or (resizable and tuple(shape[1:]) == base.shape[1:])
+            if conv_b_ok and fits:
                 return transposed, tuple(shape)
         raise InputError(f"{self.where}: {m.path}: factors {list(A.shape)} x {list(B.shape)} do not fit base "
                          f"tensor {base.name} {list(base.shape)}; was the adapter trained on this base model?")
