@@ -280,3 +280,23 @@ def test_bf16_base(tmp_path):
     assert set(a["dtype"]) == {"BF16"}
     for col in ("delta_m", "delta_d"):
         np.testing.assert_allclose(a[col], b[col], rtol=1e-6, err_msg=col)
+
+
+def test_group_keys_spellings():
+    from dora_diag.io.peft_keys import group_keys
+    from dora_diag.io.safetensors_file import TensorInfo
+
+    def info(name, shape):
+        return TensorInfo(name, "F32", shape, "f", 0, 0)
+
+    keys = {
+        "base_model.model.m.q.lora_A.weight": (2, 8), "base_model.model.m.q.lora_B.weight": (8, 2),
+        "base_model.model.m.q.lora_B.bias": (8,), "base_model.model.m.q.lora_magnitude_vector.weight": (8,),
+        "base_model.model.head.modules_to_save.default.weight": (3, 8), "emb.lora_embedding_A": (2, 50),
+        "emb.lora_embedding_B": (8, 2),
+    }
+    modules, full = group_keys({k: info(k, s) for k, s in keys.items()}, "f")
+    assert set(modules) == {"m.q", "emb"} and list(full) == ["head.weight"]
+    assert set(modules["m.q"].parts) == {"A", "B", "magnitude"} and modules["emb"].is_embedding
+    with pytest.raises(UnsupportedError, match="unrecognized adapter tensor 'm.q.lora_A.default.weight'"):
+        group_keys({"m.q.lora_A.default.weight": info("x", (2, 8))}, "f")

@@ -10,6 +10,7 @@ trainable tokens as ``P.token_adapter.trainable_tokens_delta`` (n, dim), and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import UnsupportedError
@@ -26,6 +27,8 @@ ROLES = (
     (".base_layer.weight", "base_layer"),
     (".token_adapter.trainable_tokens_delta", "tokens"),
 )
+# A modules_to_save copy as it sits in a live PeftModel ("classifier.modules_to_save.default.weight").
+MODULES_TO_SAVE = re.compile(r"\.modules_to_save\.[^.]+\.")
 # Biases change no channel direction or magnitude of a weight matrix.
 IGNORED = (".lora_B.bias", ".base_layer.bias")
 
@@ -56,7 +59,7 @@ def group_keys(tensors: dict[str, TensorInfo], where: str) -> tuple[dict[str, Ad
     modules: dict[str, AdapterModule] = {}
     full: dict[str, TensorInfo] = {}
     for key, info in tensors.items():
-        name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        name = MODULES_TO_SAVE.sub(".", key[len(PREFIX):] if key.startswith(PREFIX) else key)
         if name.endswith(IGNORED):
             continue
         role = next(((suffix, r) for suffix, r in ROLES if name.endswith(suffix)), None)
