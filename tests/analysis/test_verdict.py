@@ -91,6 +91,11 @@ def test_dora_run_says_so():
     assert "DoRA run" in res["note"] and "meant for LoRA" in res["note"]
 
 
+def test_full_run_note():
+    (res,) = verdict(_analysis({"q_proj": _correlated(24, -0.6, 6)}, kind="full"))
+    assert res["decision"] == "marginal" and res["kind"] == "full" and "full fine-tuning run" in res["note"]
+
+
 @pytest.mark.parametrize("kwargs", [{"min_r": 1.5}, {"alpha": 0}, {"min_points": 2}])
 def test_bad_thresholds(kwargs):
     with pytest.raises(InputError):
