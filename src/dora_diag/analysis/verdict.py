@@ -17,7 +17,6 @@ import pandas as pd
 from ..errors import InputError
 from .stats import STAT_COLUMNS
 
-DECISIONS = ("dora_likely_helps", "marginal", "inconclusive")
 
 
 def verdict(analysis, min_r: float = 0.3, alpha: float = 0.05, min_points: int = 6) -> list[dict]:
