@@ -1,0 +1,155 @@
+"""Put adapters into a model by module-name pattern, merge them back out, build optimizer groups."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .dense import features, is_dense, set_weight_out_in
+from .layers import (AdapterLayer, DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear,
+                     vera_projections)
+
+METHODS = ("lora", "dora", "dora-frozen-magnitude", "dora-magnitude-only", "dvora")
+_MAGNITUDE_METHODS = ("dora", "dora-magnitude-only", "dvora")
+
+
+@dataclass
+class AdapterConfig:
+    """What to wrap and how.
+
+    ``targets``/``magnitude_only`` patterns match a module's dotted name like PEFT's
+    ``target_modules``: the name equals the pattern or ends with ``.`` + pattern, or the pattern
+    is a regular expression that matches the whole name. A module matching ``magnitude_only``
+    gets a magnitude vector only (the paper's reduced granularity). With method
+    "dora-magnitude-only" and no ``magnitude_only`` patterns, every target is magnitude-only.
+    """
+
+    method: str = "dora"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    use_rslora: bool = False
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    magnitude_only: tuple[str, ...] = ()
+    detach_norm: bool = True
+    magnitude_lr_mult: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown adapter method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not isinstance(self.rank, int) or self.rank <= 0:
+            raise InputError(f"adapter rank must be a positive integer, got {self.rank!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"adapter dropout must be in [0, 1), got {self.dropout}")
+        if self.magnitude_only and self.method not in _MAGNITUDE_METHODS:
+            raise InputError(f"magnitude_only patterns need a method with a trainable magnitude "
+                             f"({', '.join(_MAGNITUDE_METHODS)}), not {self.method!r}")
+        for pattern in (*self.targets, *self.magnitude_only):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise InputError(f"target pattern {pattern!r} is not a valid regular expression ({e})") from None
+
+
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """PEFT-style match of a dotted module name: suffix match on a dot boundary, or full regex."""
+    return any(name == p or name.endswith("." + p) or re.fullmatch(p, name) for p in patterns)
+
+
+def _magnitude_only_patterns(cfg: AdapterConfig) -> tuple[str, ...]:
+    if cfg.method == "dora-magnitude-only" and not cfg.magnitude_only:
+        return cfg.targets
+    return cfg.magnitude_only
+
+
+def find_targets(model: nn.Module, cfg: AdapterConfig) -> dict[str, bool]:
+    """{dotted name: magnitude_only?} for every dense module the config selects, in model order."""
+    mag_patterns = _magnitude_only_patterns(cfg)
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            raise InputError(f"module {name!r} already has an adapter; merge or reload the model first")
+        mag_only = matches(name, mag_patterns)
+        if (mag_only or matches(name, cfg.targets)) and is_dense(module):
+            found[name] = mag_only
+    if not found:
+        raise InputError(f"no nn.Linear/Conv1D module matches targets {list(cfg.targets)} "
+                         f"or magnitude_only {list(cfg.magnitude_only)}")
+    return found
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _make_layer(base: nn.Module, cfg: AdapterConfig, mag_only: bool, generator: torch.Generator,
+                vera: tuple[torch.Tensor, torch.Tensor] | None) -> AdapterLayer:
+    if mag_only:
+        return MagnitudeOnlyLinear(base)
+    if cfg.method == "lora":
+        return LoraLinear(base, cfg.rank, cfg.alpha, cfg.dropout, cfg.use_rslora, generator)
+    if cfg.method == "dvora":
+        return DVoraLinear(base, *vera, dropout=cfg.dropout, detach_norm=cfg.detach_norm)
+    return DoraLinear(base, cfg.rank, cfg.alpha, cfg.dropout, cfg.use_rslora, cfg.detach_norm,
+                      train_magnitude=cfg.method != "dora-frozen-magnitude", generator=generator)
+
+
+def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
+    """Wrap matching nn.Linear / transformers Conv1D modules in place; freeze everything else
+    (base weights requires_grad=False); return the wrapped module names (dotted paths)."""
+    cfg.validate()
+    targets = find_targets(model, cfg)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    vera = None
+    if cfg.method == "dvora":
+        shapes = [features(model.get_submodule(n)) for n, mag in targets.items() if not mag]
+        if shapes:
+            vera = vera_projections(cfg.rank, max(s[0] for s in shapes), max(s[1] for s in shapes), generator)
+    for name, mag_only in targets.items():
+        _set_submodule(model, name, _make_layer(model.get_submodule(name), cfg, mag_only, generator, vera))
+    return list(targets)
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
+    """{dotted name: adapter wrapper} in model order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLayer)}
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """Replace every wrapper by a plain dense module with the merged weight (in place; returns model)."""
+    layers = adapter_layers(model)
+    if not layers:
+        raise InputError("merge_adapters: the model has no adapters")
+    for name, layer in layers.items():
+        merged = layer.merged_weight()
+        if not torch.isfinite(merged).all():
+            raise InputError(f"merge_adapters: {name} has non-finite merged weights; the adapter is broken")
+        base = layer.base_layer
+        set_weight_out_in(base, merged)
+        _set_submodule(model, name, base)
+    return model
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0,
+                 magnitude_lr_mult: float = 1.0) -> list[dict]:
+    """AdamW param groups: trainable params, magnitudes at lr * magnitude_lr_mult.
+
+    A parameter is a magnitude when its attribute name is ``magnitude`` (DoRA's m, (out,)).
+    Groups that would be empty are left out.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise InputError("param_groups: the model has no trainable parameters; apply adapters first")
+    mags = [p for n, p in named if n.rsplit(".", 1)[-1] == "magnitude"]
+    others = [p for n, p in named if n.rsplit(".", 1)[-1] != "magnitude"]
+    groups = [{"params": others, "lr": lr, "weight_decay": weight_decay},
+              {"params": mags, "lr": lr * magnitude_lr_mult, "weight_decay": weight_decay}]
+    return [g for g in groups if g["params"]]
