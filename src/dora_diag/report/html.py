@@ -1,0 +1,98 @@
+"""The self-contained HTML report (plotly.js inlined once, figures as JSON) and the Jupyter summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib.resources import files
+from string import Template
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from . import figures as F
+from . import sections as S
+
+ASSETS = files("dora_diag.report") / "assets"
+TOP_PER_RUN = 15
+# JSON inside <script> must not be able to close the tag or open an HTML comment.
+SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                             "\u2029": "\\u2029"})
+
+
+def _asset(name: str) -> str:
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
+def script_json(fig) -> str:
+    return pio.to_json(fig, validate=False, pretty=False, remove_uids=True).translate(SCRIPT_SAFE)
+
+
+class _Figures:
+    """Collects figures; each becomes a placeholder div plus a JSON <script> block."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+
+    def add(self, fig) -> str:
+        fid = f"fig-{len(self.blocks)}"
+        self.blocks.append(f'<script type="application/json" id="{fid}">{script_json(fig)}</script>')
+        return f'<div class="figure" data-fig="{fid}"></div>'
+
+
+def render_report(analysis) -> str:
+    figs = _Figures()
+    meta = analysis.meta
+    stats = analysis.stats("module")
+    runs = F.run_labels(analysis)
+    body = [S.header(meta, dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
+    if meta.get("verdicts"):
+        body += ["<h2>Will DoRA help?</h2>", S.verdict_cards(meta["verdicts"])]
+    else:
+        body += ["<h2>Correlation of ΔM and ΔD per run</h2>", S.correlation_cards(stats)]
+    body += ["<h2>How to read this</h2>", S.HOW_TO_READ]
+    body += ["<h2>Figure 2: magnitude against direction change</h2>",
+             '<p class="muted">One panel per run, shared axes; red line: OLS fit; hover a point for the tensor.</p>']
+    modules = F.module_types(analysis)
+    body += [figs.add(F.scatter(analysis, module=m)) for m in modules] or ['<p class="muted">no layer tensors</p>']
+    body += ["<h3>Fits per run and module type</h3>", S.stats_table(stats)]
+    if modules:
+        body.append("<h2>Per-layer profiles (last checkpoint)</h2>")
+        body += [figs.add(F.profile(analysis, run=r)) for r in runs]
+        body.append("<h2>Heatmaps: layer × module (last checkpoint)</h2>")
+        body += [figs.add(F.heatmap(analysis, metric=m, run=r)) for r in runs for m in ("delta_d", "delta_m")]
+        body += ["<h2>Trajectories across checkpoints</h2>", figs.add(F.trajectory(analysis))]
+    if F.training_logs(analysis):
+        body += ["<h2>Training log</h2>", figs.add(F.training(analysis))]
+    body += _tables(analysis, runs)
+    return Template(_asset("report.html")).substitute(
+        generator=S.esc(f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
+        title=S.esc(f"dora-diag report: {', '.join(runs)}"), css=_asset("report.css"), body="\n".join(body),
+        plotly=get_plotlyjs(), figure_data="\n".join(figs.blocks), render_js=_asset("render.js"))
+
+
+def _tables(analysis, runs: list[str]) -> list[str]:
+    t = analysis.table
+    last = [t[(t["run"] == r) & (t["checkpoint"] == F.checkpoints(analysis, r)[-1])]
+            .sort_values("delta_d", ascending=False, na_position="last").head(TOP_PER_RUN)
+            for r in runs if F.checkpoints(analysis, r)]
+    top = pd.concat(last) if last else t.iloc[0:0]
+    flagged = t[t["flags"] != ""]
+    meta = analysis.meta
+    return ["<h2>Most-changed tensors (largest ΔD at each run's last checkpoint)</h2>", S.tensor_table(top),
+            f"<h2>Flagged tensors ({len(flagged)})</h2>", S.tensor_table(flagged),
+            f"<h2>Skipped tensors ({len(meta.get('skipped', []))})</h2>",
+            S.records_table(meta.get("skipped", []), ["tensor", "reason", "run", "checkpoint"]),
+            f"<h2>Unmatched tensors ({len(meta.get('unmatched', []))})</h2>",
+            S.records_table(meta.get("unmatched", []), ["run", "checkpoint", "tensor", "side"])]
+
+
+def render_summary(analysis) -> str:
+    """Compact HTML for Jupyter: inputs and the per-run, per-module correlations (no plotly.js)."""
+    meta = analysis.meta
+    runs = ", ".join(f"{r.get('label')} ({len(r.get('checkpoints', []))} checkpoints)" for r in meta.get("runs", []))
+    return (f'<div class="dora-diag-summary"><p><strong>dora-diag analysis</strong>: base {S.esc(meta.get("base"))}; '
+            f"runs {S.esc(runs)}; axis {S.esc(meta.get('axis'))}; "
+            f"{S.esc(meta.get('tensors_compared'))} tensors compared.</p>{S.stats_table(analysis.stats('module'))}"
+            f"<p><code>.figure(kind, ...)</code> kinds: {S.esc(', '.join(sorted(F.FIGURES)))}; "
+            f"<code>.to_html(path)</code> writes the full report.</p></div>")
