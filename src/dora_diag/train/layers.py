@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dense import features, weight_out_in
-from .norms import dense_row_norm, factored_row_norm, squared_row_norms
+from .norms import compute_dtype, dense_row_norm, factored_row_norm, squared_row_norms
 
 
 def lora_scaling(alpha: float, rank: int, use_rslora: bool) -> float:
@@ -29,8 +29,7 @@ def lora_scaling(alpha: float, rank: int, use_rslora: bool) -> float:
 
 def adapter_dtype(base: nn.Module) -> torch.dtype:
     """Adapter parameters live in float32 when the base is half precision (as PEFT's autocast)."""
-    dtype = base.weight.dtype
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    return compute_dtype(base.weight)
 
 
 class AdapterLayer(nn.Module):
@@ -99,15 +98,16 @@ class LoraLinear(AdapterLayer):
     def merged_weight(self) -> torch.Tensor:
         with torch.no_grad():
             a, b, s = self.factors()
-            return self.w0.float() + s * (b.float() @ a.float())
+            dtype = compute_dtype(self.w0)
+            return self.w0.to(dtype) + s * (b.to(dtype) @ a.to(dtype))
 
 
 class DoraBase(AdapterLayer):
     """m ⊙ V/‖V‖ with V = W0 + s·B·A from ``factors()``; ``None`` factors means V = W0 (magnitude only).
 
     ``detach_norm`` (default, paper §4.3, PEFT's behaviour) treats ‖V‖ as a constant; False gives
-    the exact gradient through it. ‖W0_i‖² is cached in float32 and refreshed whenever the module
-    is moved/cast or loads a state dict.
+    the exact gradient through it. ‖W0_i‖² is cached (float32, or float64 for a float64 base)
+    and refreshed whenever the module is moved/cast or loads a state dict.
     """
 
     def __init__(self, base: nn.Module, dropout: float, detach_norm: bool, train_magnitude: bool):
@@ -123,7 +123,7 @@ class DoraBase(AdapterLayer):
         self.w0_sq = squared_row_norms(self.w0)
 
     def _apply(self, fn, recurse=True):
-        # a .to()/.half() would move or round the float32 cache: recompute it from the moved W0
+        # a .to()/.half() would move or round the cache: recompute it from the moved W0
         super()._apply(fn, recurse)
         self.refresh_base_cache()
         return self
@@ -132,7 +132,7 @@ class DoraBase(AdapterLayer):
         raise NotImplementedError
 
     def row_norm(self) -> torch.Tensor:
-        """‖W0 + s·B·A‖ per output row (out,), float32; detached unless ``detach_norm`` is False."""
+        """‖W0 + s·B·A‖ per output row (out,), in ``compute_dtype(W0)``; detached unless ``detach_norm`` is False."""
         fac = self.factors()
         if fac is None:
             return self.w0_sq.clamp_min(0).sqrt()
@@ -157,12 +157,12 @@ class DoraBase(AdapterLayer):
 
     def merged_weight(self) -> torch.Tensor:
         with torch.no_grad():
-            fac = self.factors()
-            v = self.w0.float()
+            fac, dtype = self.factors(), compute_dtype(self.w0)
+            v = self.w0.to(dtype)
             if fac is not None:
                 a, b, s = fac
-                v = v + s * (b.float() @ a.float())
-            return (self.magnitude.float() / dense_row_norm(v)).unsqueeze(1) * v
+                v = v + s * (b.to(dtype) @ a.to(dtype))
+            return (self.magnitude.to(dtype) / dense_row_norm(v)).unsqueeze(1) * v
 
 
 class DoraLinear(DoraBase):

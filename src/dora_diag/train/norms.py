@@ -21,19 +21,24 @@ import torch
 NORM_EPS = 1e-12
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision tensors, else the tensor's own (float32 or float64) dtype."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 def squared_row_norms(w0: torch.Tensor) -> torch.Tensor:
-    """‖W0_i‖² for W0 (out, in), summed over dim=1 in float64 and returned as float32 (out,)."""
-    return w0.detach().double().pow(2).sum(dim=1).float()
+    """‖W0_i‖² for W0 (out, in), summed over dim=1 in float64, returned in ``compute_dtype(w0)`` (out,)."""
+    return w0.detach().double().pow(2).sum(dim=1).to(compute_dtype(w0))
 
 
 def factored_row_norm(w0: torch.Tensor, w0_sq: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                       scale: float) -> torch.Tensor:
-    """‖W0 + scale·B·A‖ per row, (out,), in float32, floored at ``NORM_EPS``.
+    """‖W0 + scale·B·A‖ per row, (out,), in w0_sq's dtype, floored at ``NORM_EPS``.
 
     w0 (out, in), w0_sq (out,) = squared_row_norms(w0), a (r, in), b (out, r). Differentiable
     in a and b (W0 is a constant), so it serves both the detached and the exact-gradient norm.
     """
-    w0, a, b = w0.float(), a.float(), b.float()
+    w0, a, b = (t.to(w0_sq.dtype) for t in (w0, a, b))
     w0_at = w0 @ a.t()                                                    # (out, r)
     inner = torch.addmm(w0_at, b, a @ a.t(), beta=2.0 * scale, alpha=scale * scale)  # 2s·W0Aᵀ + s²·B(AAᵀ)
     sq = w0_sq + (b * inner).sum(dim=1)
