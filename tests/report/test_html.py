@@ -1,0 +1,117 @@
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from dora_diag.report.html import render_report, render_summary, script_json
+
+from .conftest import XSS, synthetic_analysis
+
+
+class _Collect(HTMLParser):
+    """Script blocks and the text outside them, as a browser would parse the page."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripts, self.text, self._in = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self._in = dict(attrs)
+            self.scripts.append([self._in, ""])
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in is not None:
+            self.scripts[-1][1] += data
+        else:
+            self.text.append(data)
+
+
+def parse(page: str) -> _Collect:
+    p = _Collect()
+    p.feed(page)
+    return p
+
+
+def test_report_sections_and_figures(small_analysis):
+    page = render_report(small_analysis)
+    for heading in ("Correlation of ΔM and ΔD per run", "How to read this", "Figure 2", "Per-layer profiles",
+                    "Heatmaps", "Trajectories", "Training log", "Most-changed tensors", "Skipped tensors",
+                    "Unmatched tensors"):
+        assert heading in page
+    parsed = parse(page)
+    data = [s for a, s in parsed.scripts if a.get("type") == "application/json"]
+    divs = re.findall(r'<div class="figure" data-fig="([^"]+)">', page)
+    # 2 scatters + 2 profiles + 4 heatmaps + trajectory + training
+    assert len(data) == len(divs) == 10
+    assert all(json.loads(s)["data"] for s in data)
+    assert page.count("plotly.js v") == 1   # inlined exactly once
+    assert "https://" not in page.split("<script>")[0]   # no external stylesheet or script
+
+
+def test_verdict_cards_when_present():
+    page = render_report(synthetic_analysis(verdicts=True))
+    assert "Will DoRA help?" in page and 'class="card ' in page
+    assert "Correlation of ΔM and ΔD per run" not in page
+
+
+def test_checkpoint_strings_are_escaped_everywhere(xss_analysis):
+    page = render_report(xss_analysis)
+    parsed = parse(page)
+    executable = [s for a, s in parsed.scripts if a.get("type") != "application/json"]
+    assert len(executable) == 2   # plotly.js and the renderer, nothing injected
+    assert all("alert(1)" not in s for s in executable)   # no injected script block
+    assert XSS in "".join(parsed.text)   # shown literally as text
+    assert "<script>alert" not in page.replace("&lt;script&gt;alert", "")
+
+
+def test_script_json_cannot_close_the_script_tag():
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Scatter(x=[1], y=[2], name="</script><!--<script>&"))
+    text = script_json(fig)
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text)["data"][0]["name"] == "</script><!--<script>&"
+
+
+def test_undefined_statistics_read_na_never_nan():
+    page = render_report(synthetic_analysis(layers=1, steps=(100, 200)))
+    text = "".join(parse(page).text)
+    assert "n/a" in text and not re.search(r"\bnan\b", text, re.IGNORECASE)
+
+
+def test_summary_for_jupyter(xss_analysis):
+    html = xss_analysis._repr_html_()
+    assert html == render_summary(xss_analysis)
+    assert "Plotly" not in html
+    assert "<script" not in html and "&lt;script&gt;" in html
+    assert "Pearson r" in html and "LoRA" in html
+
+
+def test_to_html_is_atomic(tmp_path, small_analysis, monkeypatch):
+    out = tmp_path / "report.html"
+    small_analysis.to_html(out)
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    out.write_text("previous report")
+    monkeypatch.setattr("os.fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        small_analysis.to_html(out)
+    assert out.read_text() == "previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+@pytest.mark.slow
+def test_full_size_report_stays_under_10_mb():
+    a = synthetic_analysis(layers=32, modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"), steps=(100, 200, 300, 400, 500),
+                           runs=("FT", "LoRA", "DoRA"), verdicts=True)
+    page = render_report(a)
+    assert len(page.encode("utf-8")) < 10 * 1024 * 1024
