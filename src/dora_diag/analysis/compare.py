@@ -90,6 +90,9 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         "skipped": plan.skipped,
         "unmatched": plan.unmatched,
     }
+    # Rows come out tensor by tensor (file order); present them checkpoint by checkpoint.
+    position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened)}
+    rows.sort(key=lambda r: position[(r["run"], r["checkpoint"])])
     return Analysis(build_table(rows), meta)
 
 

@@ -1,0 +1,74 @@
+"""Correlation statistics against textbook formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dora_diag.analysis.analysis import Analysis
+from dora_diag.analysis.stats import fit, pooled_fits
+from dora_diag.analysis.table import build_table
+
+
+def test_fit_matches_textbook_formulas():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = -0.6 * x + rng.normal(scale=0.5, size=30)
+    out = fit(x, y)
+    r = np.corrcoef(x, y)[0, 1]
+    assert out["n"] == 30 and out["pearson_r"] == pytest.approx(r)
+    z, se = math.atanh(r), 1 / math.sqrt(27)
+    assert out["ci_low"] == pytest.approx(math.tanh(z - 1.959964 * se), rel=1e-5)
+    assert out["ci_high"] == pytest.approx(math.tanh(z + 1.959964 * se), rel=1e-5)
+    t = r * math.sqrt(28 / (1 - r * r))
+    from scipy.stats import t as t_dist
+    assert out["p_value"] == pytest.approx(2 * t_dist.sf(abs(t), 28), rel=1e-6)
+    slope = np.cov(x, y, ddof=1)[0, 1] / np.var(x, ddof=1)
+    assert out["slope"] == pytest.approx(slope) and out["intercept"] == pytest.approx(y.mean() - slope * x.mean())
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert out["spearman_rho"] == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+@pytest.mark.parametrize("x,y", [([1.0, 2.0], [1.0, 3.0]), ([], []), ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]),
+                                 ([1.0, float("nan"), 2.0], [1.0, 2.0, float("nan")])])
+def test_too_few_or_degenerate_points_give_nan_not_exceptions(x, y):
+    out = fit(np.array(x), np.array(y))
+    assert math.isnan(out["pearson_r"]) and math.isnan(out["slope"])
+
+
+def _table(points: dict[str, list[tuple[float, float]]]) -> pd.DataFrame:
+    rows = []
+    for module, pts in points.items():
+        for layer, (dd, dm) in enumerate(pts):
+            rows.append({"run": "FT", "step": 1, "checkpoint": "c", "tensor": f"layers.{layer}.{module}.weight",
+                         "layer": layer, "module": module, "group": "", "rows": 4, "cols": 4, "dtype": "F32",
+                         "delta_m": dm, "delta_d": dd, "rel_delta_m": dm, "zero_rows": 0, "flags": ""})
+    return build_table(rows)
+
+
+def test_pooling_standardizes_within_module_types():
+    # Inside each module ΔM falls as ΔD grows, but the MLP sits at a much larger scale, so raw
+    # pooling would report a strong positive correlation. The standardized pool keeps the sign.
+    q = [(1e-6 * i, 1e-3 - 1e-5 * i) for i in range(1, 6)]
+    mlp = [(1e-3 * i, 1.0 - 1e-2 * i) for i in range(1, 6)]
+    table = _table({"q_proj": q, "down_proj": mlp})
+    raw = fit(table["delta_d"].to_numpy(), table["delta_m"].to_numpy())
+    assert raw["pearson_r"] > 0.5
+    pooled = pooled_fits(table).iloc[0]
+    assert pooled["module"] == "(pooled)" and pooled["n"] == 10
+    assert pooled["pearson_r"] == pytest.approx(-1.0)
+
+
+def test_analysis_stats_views():
+    table = _table({"q_proj": [(1e-6 * i, 2e-3 * i) for i in range(1, 6)], "v_proj": [(2e-6 * i, 1e-3 * i) for i in range(1, 6)]})
+    a = Analysis(table, {"runs": [{"label": "FT"}]})
+    by_module = a.stats("module")
+    assert by_module["module"].tolist() == ["q_proj", "v_proj", "(pooled)"]
+    assert by_module["pearson_r"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert a.stats("run")["n"].tolist() == [10]
+    assert a.stats("layer")["n"].tolist() == [2] * 5
+    with pytest.raises(ValueError, match="by must be"):
+        a.stats("tensor")

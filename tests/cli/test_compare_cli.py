@@ -1,0 +1,93 @@
+"""``dora-diag compare``: outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from dora_diag.cli import main
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "dora_diag", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def test_compare_writes_csv_and_json(make_pair, tmp_path, capsys):
+    b, f, _, _ = make_pair()
+    csv, js = tmp_path / "t.csv", tmp_path / "s.json"
+    code, out, err = call(capsys, "compare", str(b), f"FT={f}", "--csv", str(csv), "--json", str(js))
+    assert code == 0, err
+    assert "q_proj" in out and "(pooled)" in out
+    table = pd.read_csv(csv)
+    for col in ("run", "step", "checkpoint", "tensor", "layer", "module", "rows", "cols", "dtype", "delta_m",
+                "delta_d", "rel_delta_m", "zero_rows"):
+        assert col in table.columns
+    assert set(table["run"]) == {"FT"} and len(table) == 6
+    doc = json.loads(js.read_text())
+    assert doc["tool"] == "dora-diag" and doc["axis"] == "out" and doc["device"] == "cpu"
+    assert {"skipped", "unmatched", "elapsed_s", "version", "runs", "stats", "bytes_read"} <= set(doc)
+    assert any(s["module"] == "(pooled)" for s in doc["stats"]["by_module"])
+
+
+def test_outputs_are_deterministic(make_pair, tmp_path, capsys):
+    b, f, _, _ = make_pair()
+    docs = []
+    for i in range(2):
+        csv, js = tmp_path / f"{i}.csv", tmp_path / f"{i}.json"
+        assert call(capsys, "compare", str(b), str(f), "-q", "--csv", str(csv), "--json", str(js))[0] == 0
+        doc = json.loads(js.read_text())
+        doc.pop("elapsed_s")
+        docs.append((csv.read_bytes(), doc))
+    assert docs[0] == docs[1]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["compare", "{tmp}/missing", "{ft}"], "no such file or directory"),
+    (["compare", "{base}", "{ft}", "--csv", "{tmp}/nodir/x.csv"], "does not exist"),
+    (["compare", "{base}", "{ft}", "--json", "{tmp}"], "is a directory"),
+    (["compare", "{base}", "{ft}", "--axis", "diag"], "Invalid value for '--axis'"),
+    (["compare", "{base}"], "Missing argument"),
+])
+def test_bad_input_is_one_line_and_exit_2(make_pair, tmp_path, args, message):
+    b, f, _, _ = make_pair()
+    argv = [a.format(tmp=tmp_path, base=b, ft=f) for a in args]
+    code, out, err = run_cli(*argv)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("**/*.csv")) and not list(tmp_path.glob("*.json"))
+
+
+def test_no_partial_outputs_when_input_is_bad(make_pair, tmp_path):
+    b, _, _, _ = make_pair()
+    code, _, err = run_cli("compare", str(b), str(tmp_path / "nothing"), "--csv", str(tmp_path / "t.csv"))
+    assert code == 2 and "Traceback" not in err
+    assert not (tmp_path / "t.csv").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".t.csv")]
+
+
+def test_debug_shows_the_traceback(make_pair, tmp_path):
+    b, _, _, _ = make_pair()
+    code, _, err = run_cli("--debug", "compare", str(b), str(tmp_path / "nothing"))
+    assert code == 2 and "Traceback" in err
+
+
+def test_help_and_version():
+    code, out, _ = run_cli("compare", "--help")
+    assert code == 0 and "--split-fused" in out and "[LABEL=]FINETUNED" in out
+    code, out, _ = run_cli("--version")
+    assert code == 0 and "dora-diag" in out
