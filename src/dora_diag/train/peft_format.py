@@ -1,0 +1,187 @@
+"""Save and load adapters in PEFT 0.21's file format (adapter_config.json + adapter_model.safetensors).
+
+Every method is written as an ordinary PEFT LoRA/DoRA adapter with the same effective weight,
+so PEFT and the analyzer read all of them: DVoRA as lora_A = diag(λ_d)·A_shared, lora_B =
+diag(λ_b)·B_shared / s; magnitude-only modules as zero factors plus the trained magnitude. The
+true method rides along as JSON in the safetensors metadata (key ``dora_diag``), where PEFT does
+not see it (an extra adapter_config.json field makes PEFT warn on every load).
+Shapes: lora_A (r, in), lora_B (out, r), lora_magnitude_vector (out,), for Conv1D too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from ..errors import InputError, UnsupportedError
+from ..io.checkpoint import read_json
+from ..io.peft import _locate
+from ..io.peft_config import read_adapter_config
+from ..io.peft_keys import PREFIX, group_keys
+from ..io.safetensors_file import RowReader, read_header
+from ..outputs.atomic import write_atomic
+from .dense import is_conv1d, is_dense
+from .inject import AdapterConfig, adapter_layers, apply_adapters
+from .layers import DoraBase, DVoraLinear, MagnitudeOnlyLinear, lora_scaling
+
+METADATA_KEY = "dora_diag"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PLAIN_NAME = re.compile(r"\w+")
+# PEFT 0.21 LoraConfig defaults for the fields we do not set (as its save_pretrained writes them).
+_PEFT_DEFAULTS = {
+    "alora_invocation_tokens": None, "alpha_pattern": {}, "arrow_config": None, "bias": "none",
+    "corda_config": None, "ensure_weight_tying": False, "eva_config": None, "exclude_modules": None,
+    "inference_mode": True, "init_lora_weights": True, "kasa_config": None, "layer_replication": None,
+    "layers_pattern": None, "layers_to_transform": None, "loftq_config": {}, "lora_bias": False,
+    "lora_ga_config": None, "megatron_config": None, "megatron_core": "megatron.core", "modules_to_save": None,
+    "monteclora_config": None, "peft_type": "LORA", "peft_version": "0.21.2", "qalora_group_size": 16,
+    "rank_pattern": {}, "revision": None, "target_parameters": None, "task_type": None,
+    "trainable_token_indices": None, "use_bdlora": None, "use_qalora": False, "velora_config": None,
+}
+
+
+def _factors(layer: nn.Module, cfg: AdapterConfig) -> dict[str, torch.Tensor]:
+    """{PEFT suffix: tensor} giving PEFT's forward the same weight as ``layer``."""
+    with torch.no_grad():
+        if isinstance(layer, MagnitudeOnlyLinear):
+            dtype = layer.magnitude.dtype
+            out = {"lora_A.weight": torch.zeros(cfg.rank, layer.in_features, dtype=dtype),
+                   "lora_B.weight": torch.zeros(layer.out_features, cfg.rank, dtype=dtype)}
+        else:
+            a, b, s = layer.factors()
+            # PEFT scales by alpha/r (or alpha/sqrt(r)); fold our own s in so s_peft·B'·A' = s·B·A
+            out = {"lora_A.weight": a, "lora_B.weight": b * (s / lora_scaling(cfg.alpha, cfg.rank, cfg.use_rslora))}
+        if isinstance(layer, DoraBase):
+            out["lora_magnitude_vector"] = layer.magnitude
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+
+def _target_modules(cfg: AdapterConfig, names: list[str]) -> list[str]:
+    """The config's patterns when they are plain names (PEFT matches those the same way), else the exact paths."""
+    patterns = sorted(set(cfg.targets) | set(cfg.magnitude_only))
+    return patterns if all(_PLAIN_NAME.fullmatch(p) for p in patterns) else names
+
+
+def save_peft_adapter(model: nn.Module, cfg: AdapterConfig, out_dir, base_model_name_or_path: str | None = None) -> None:
+    """Write adapter_config.json + adapter_model.safetensors exactly as PEFT 0.21 would (peft_type LORA, use_dora,
+    use_rslora, r, lora_alpha, target_modules, keys base_model.model.<path>.lora_A.weight / lora_B.weight /
+    lora_magnitude_vector). Atomic writes."""
+    layers = adapter_layers(model)
+    if not layers:
+        raise InputError("save_peft_adapter: the model has no adapters; call apply_adapters first")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out}: cannot create the adapter directory ({e.strerror or e})") from None
+    tensors = {f"{PREFIX}{name}.{suffix}": t for name, layer in layers.items()
+               for suffix, t in _factors(layer, cfg).items()}
+    names = list(layers)
+    config = {**_PEFT_DEFAULTS,
+              "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
+              "base_model_name_or_path": base_model_name_or_path,
+              "fan_in_fan_out": any(is_conv1d(layer.base_layer) for layer in layers.values()),
+              "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout, "r": cfg.rank,
+              "target_modules": _target_modules(cfg, names),
+              "use_dora": any(isinstance(layer, DoraBase) for layer in layers.values()),
+              "use_rslora": cfg.use_rslora}
+    ours = {**asdict(cfg), "magnitude_only_modules": [n for n, l in layers.items() if isinstance(l, MagnitudeOnlyLinear)],
+            "modules": names}
+    metadata = {"format": "pt", METADATA_KEY: json.dumps(ours)}
+    write_atomic(out / ADAPTER_WEIGHTS, safetensors.torch.save(tensors, metadata=metadata))
+    write_atomic(out / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _our_config(raw: str | None, where: Path) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        ours = json.loads(raw)
+        known = {f.name for f in fields(AdapterConfig)}
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in ours.items() if k in known}
+        return {"cfg": AdapterConfig(**cfg), "magnitude_only": list(ours["magnitude_only_modules"])}
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{where}: unreadable {METADATA_KEY} metadata ({type(e).__name__}: {e})") from None
+
+
+def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> AdapterConfig:
+    """Apply adapters to `model` and load the factors from a PEFT adapter directory (safetensors only; refuse
+    adapter_model.bin with an InputError). Returns the adapter's config (our own method when we wrote it)."""
+    config_path, weights = _locate(str(adapter_dir))
+    peft_cfg = read_adapter_config(config_path)
+    if peft_cfg.rank_pattern or peft_cfg.alpha_pattern:
+        raise UnsupportedError(f"{config_path}: rank_pattern/alpha_pattern (per-module r or alpha) are not supported "
+                               "by the trainer's layers yet")
+    infos, metadata = read_header(str(weights))
+    modules, full = group_keys(infos, str(weights))
+    if full or any(m.factors is None or m.is_embedding for m in modules.values()):
+        raise UnsupportedError(f"{weights}: only LoRA/DoRA factors on Linear/Conv1D layers can be loaded "
+                               "(no embeddings, trainable tokens or modules_to_save)")
+    ours = _our_config(metadata.get(METADATA_KEY), weights)
+    raw = read_json(config_path, "adapter_config.json")
+    cfg = ours["cfg"] if ours else AdapterConfig(
+        method="dora" if peft_cfg.use_dora else "lora", rank=peft_cfg.r, alpha=peft_cfg.alpha,
+        dropout=float(raw.get("lora_dropout", 0.0)), use_rslora=peft_cfg.use_rslora, targets=_as_patterns(raw))
+    mag_only = ours["magnitude_only"] if ours else []
+    # wrap exactly the file's modules; an empty magnitude_only would make "dora-magnitude-only" wrap all of them
+    exact = replace(cfg, targets=tuple(map(re.escape, modules)), magnitude_only=tuple(map(re.escape, mag_only)),
+                    method="dora" if cfg.method == "dora-magnitude-only" and not mag_only else cfg.method)
+    missing = sorted(set(modules) - {n for n, m in model.named_modules() if is_dense(m)})
+    if missing:
+        raise InputError(f"{weights}: module {missing[0]!r} is not a Linear/Conv1D module of this model")
+    apply_adapters(model, exact)
+    with RowReader() as reader, torch.no_grad():
+        for name, layer in adapter_layers(model).items():
+            parts = {role: reader.read_all(info) for role, info in modules[name].parts.items()}
+            _load_layer(layer, parts, cfg, f"{weights}: {name}")
+    return cfg
+
+
+def _as_patterns(raw: dict) -> tuple[str, ...]:
+    targets = raw.get("target_modules") or ()
+    return (targets,) if isinstance(targets, str) else tuple(targets)
+
+
+def _load_layer(layer: nn.Module, parts: dict[str, torch.Tensor], cfg: AdapterConfig, where: str) -> None:
+    if isinstance(layer, DoraBase) != ("magnitude" in parts):
+        raise InputError(f"{where}: DoRA magnitude vector {'missing' if isinstance(layer, DoraBase) else 'unexpected'}")
+    if "magnitude" in parts:
+        _copy(layer.magnitude, parts["magnitude"].reshape(-1), where, "lora_magnitude_vector")
+    if isinstance(layer, MagnitudeOnlyLinear):
+        if parts["B"].any():
+            raise InputError(f"{where}: recorded as magnitude-only but its lora_B is not zero")
+        return
+    if isinstance(layer, DVoraLinear):
+        s = lora_scaling(cfg.alpha, cfg.rank, cfg.use_rslora)
+        _load_vera(layer, parts["A"].to(torch.float64), parts["B"].to(torch.float64) * s, where)
+        return
+    _copy(layer.lora_A, parts["A"], where, "lora_A")
+    _copy(layer.lora_B, parts["B"], where, "lora_B")
+
+
+def _copy(param: torch.Tensor, value: torch.Tensor, where: str, what: str) -> None:
+    if tuple(value.shape) != tuple(param.shape):
+        raise InputError(f"{where}: {what} has shape {tuple(value.shape)}, the model needs {tuple(param.shape)}")
+    param.copy_(value)
+
+
+def _load_vera(layer: DVoraLinear, a_eff: torch.Tensor, b_eff: torch.Tensor, where: str) -> None:
+    """Recover λ_d, λ_b from diag(λ_d)·A_shared and diag(λ_b)·B_shared (least squares per row, then verified)."""
+    a_s, b_s = layer.vera_A.to(torch.float64), layer.vera_B.to(torch.float64)
+    if a_eff.shape != a_s.shape or b_eff.shape != b_s.shape:
+        raise InputError(f"{where}: DVoRA factors have shapes {tuple(a_eff.shape)}, {tuple(b_eff.shape)}; "
+                         f"the model needs {tuple(a_s.shape)}, {tuple(b_s.shape)}")
+    d = (a_eff * a_s).sum(1) / a_s.pow(2).sum(1)
+    b = (b_eff * b_s).sum(1) / b_s.pow(2).sum(1)
+    residual = max((a_eff - d[:, None] * a_s).abs().max().item(), (b_eff - b[:, None] * b_s).abs().max().item())
+    if residual > 1e-4 * (1 + max(a_eff.abs().max().item(), b_eff.abs().max().item())):
+        raise InputError(f"{where}: lora_A/lora_B are not a DVoRA factorisation of this seed's shared matrices")
+    layer.lambda_d.copy_(d)
+    layer.lambda_b.copy_(b)
