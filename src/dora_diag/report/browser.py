@@ -155,7 +155,10 @@ class Browser:
             if msg is not None:
                 self._events.append(msg)
 
-    def open(self, path: str | os.PathLike, timeout: float = 60, screenshot: bool = False) -> PageResult:
+    def open(self, path: str | os.PathLike, timeout: float = 60, screenshot: bool = False,
+             screenshot_height: int = 16000) -> PageResult:
+        """Load ``path``, wait until its figures are drawn (or ``timeout``); optionally a PNG of
+        the page's top ``screenshot_height`` pixels."""
         target = self._call("Target.createTarget", url="about:blank")["targetId"]
         session = self._call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
@@ -169,7 +172,7 @@ class Browser:
         load_s = time.monotonic() - started
         shot = None
         if screenshot:
-            self._call("Emulation.setDeviceMetricsOverride", session, width=w, height=min(int(status["height"]), 16000),
+            self._call("Emulation.setDeviceMetricsOverride", session, width=w, height=min(int(status["height"]), screenshot_height),
                        deviceScaleFactor=1, mobile=False)
             time.sleep(0.5)   # responsive plots relayout to the new viewport
             shot = base64.b64decode(self._call("Page.captureScreenshot", session, format="png")["data"])
