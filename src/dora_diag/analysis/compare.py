@@ -19,6 +19,7 @@ from .analysis import Analysis
 from .plan import make_plan
 from .stream import DEFAULT_BLOCK_BYTES, Streamer
 from .table import build_table, rows_for
+from .warnings import WarningLog
 
 AXES = ("out", "in")
 
@@ -65,9 +66,12 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         total = sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in plan.tensors)
         progress.start(total, len(plan.tensors))
         rows: list[dict] = []
+        log = WarningLog()
         try:
             for tp in plan.tensors:
-                rows.extend(rows_for(tp, streamer.run(tp)))
+                results = streamer.run(tp)
+                rows.extend(rows_for(tp, results))
+                log.add(tp, results)
                 progress.tensor_done(tp.info.name)
         finally:
             progress.finish()
@@ -89,6 +93,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         "tensors_compared": len(plan.tensors),
         "skipped": plan.skipped,
         "unmatched": plan.unmatched,
+        "warnings": log.lines(plan, set(base_ckpt.tensors)),
     }
     # Rows come out tensor by tensor (file order); present them checkpoint by checkpoint.
     position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened)}
@@ -97,6 +102,10 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
 
 
 def _nothing_matched(base: str | os.PathLike, plan) -> str:
+    non_float = sorted({s["reason"].split()[-1] for s in plan.skipped if s["reason"].startswith("non-float")})
+    if non_float and not any(s["reason"] == "no fine-tuned counterpart" for s in plan.skipped):
+        return (f"{os.fspath(base)}: no floating-point weight matrix to compare (non-float dtypes "
+                f"{', '.join(non_float)}); packed quantized weights are not supported yet")
     n_unmatched = sum(u["side"] == "finetuned" for u in plan.unmatched)
     return (f"no tensor of {os.fspath(base)} matches the fine-tuned checkpoints "
             f"({n_unmatched} fine-tuned tensors unmatched); are they the same architecture?")

@@ -22,7 +22,12 @@ DEFAULT_BLOCK_BYTES = 16 * 1024 * 1024
 class TargetResult:
     target: Target
     changes: ChannelChanges
-    nonfinite: bool
+    nonfinite_in: tuple[str, ...] = ()   # "base" and/or "fine-tuned": sides with NaN/Inf channels
+
+    @property
+    def nonfinite(self) -> int:
+        """Channels with NaN/Inf (or an overflowing sum): excluded from the means."""
+        return int(self.changes.nonfinite.sum())
 
 
 def _row_blocks(rows: int, row_bytes: int, block_bytes: int) -> Iterator[tuple[int, int]]:
@@ -62,8 +67,7 @@ class Streamer:
             changes = channel_changes(acc)
             if bool(changes.refine.any()):
                 self._refine(plan, t, acc, changes, axis)
-            nonfinite = not all(bool(torch.isfinite(x).all()) for x in (acc.a2, acc.c2, acc.d2, acc.p))
-            results.append(TargetResult(t, _to_cpu(changes), nonfinite))
+            results.append(TargetResult(t, changes.cpu(), _nonfinite_sides(acc, changes)))
         return results
 
     def _blocks(self, plan: TensorPlan, limit: int | None = None) -> Iterator[tuple[torch.Tensor, int, int]]:
@@ -109,5 +113,8 @@ def _cols(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _to_cpu(ch: ChannelChanges) -> ChannelChanges:
-    return ChannelChanges(*(x.cpu() for x in (ch.dm, ch.dd, ch.m0, ch.zero, ch.refine)))
+def _nonfinite_sides(acc: ChannelSums, ch: ChannelChanges) -> tuple[str, ...]:
+    if not bool(ch.nonfinite.any()):
+        return ()
+    sides = tuple(side for side, x in (("base", acc.a2), ("fine-tuned", acc.c2)) if not bool(x.isfinite().all()))
+    return sides or ("fine-tuned",)   # finite norms, overflowing difference: huge fine-tuned values

@@ -16,10 +16,12 @@ COLUMNS = ["run", "step", "checkpoint", "tensor", "layer", "module", "group", "r
 
 
 def summarize(ch: ChannelChanges, index: slice | list[int] | None = None) -> dict:
-    """Means over channels: ΔM = mean |Δm|, ΔD = mean (1 - cos) over channels with a direction,
-    rel ΔM = mean |Δm| / m_base over channels with m_base > 0."""
+    """Means over finite channels: ΔM = mean |Δm|, ΔD = mean (1 - cos) over channels with a
+    direction, rel ΔM = mean |Δm| / m_base over channels with m_base > 0. Channels with NaN/Inf
+    are left out (the row is flagged "nonfinite")."""
     sel = (lambda x: x) if index is None else (lambda x: x[index])  # noqa: E731
-    dm, dd, m0, zero = sel(ch.dm).abs(), sel(ch.dd), sel(ch.m0), sel(ch.zero)
+    finite = ~sel(ch.nonfinite)
+    dm, dd, m0, zero = sel(ch.dm).abs()[finite], sel(ch.dd)[finite], sel(ch.m0)[finite], sel(ch.zero)[finite]
     live = ~zero
     return {
         "delta_m": _mean(dm),
@@ -43,7 +45,7 @@ def rows_for(plan: TensorPlan, results: list[TargetResult]) -> list[dict]:
             flags = list(t.flags)
             if r.nonfinite:
                 flags.append("nonfinite")
-            if math.isnan(stats["delta_d"]):
+            elif math.isnan(stats["delta_d"]):
                 flags.append("all channels zero")
             rows.append({
                 "run": t.ref.run, "step": t.ref.step, "checkpoint": t.ref.name, "tensor": plan.info.name,

@@ -11,6 +11,7 @@ from ..analysis.compare import AXES
 from ..metrics.device import DEVICES
 from ..outputs.atomic import check_writable
 from .main import cli
+from .messages import print_warnings
 from .progress import BarProgress
 
 
@@ -60,6 +61,7 @@ def check_cmd(base, run, out, json_, min_r, alpha, min_points, axis, device, qui
             check_writable(path)
     analysis = run_check(base, run, min_r=min_r, alpha=alpha, min_points=min_points, axis=axis, device=device,
                          progress=BarProgress("checking", not quiet))
+    print_warnings(analysis, quiet)
     if json_:
         analysis.to_json(json_)
     if out:

@@ -10,6 +10,7 @@ from ..analysis.compare import AXES, compare as run_compare
 from ..metrics.device import DEVICES
 from ..outputs.atomic import check_writable
 from .main import cli
+from .messages import print_warnings
 from .progress import BarProgress
 
 
@@ -61,6 +62,7 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, qui
         check_writable(path)
     analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
                            split_fused=opts.split_fused, progress=BarProgress("comparing", not opts.quiet))
+    print_warnings(analysis, opts.quiet)
     if opts.csv:
         analysis.to_csv(opts.csv)
     if opts.json:

@@ -9,6 +9,10 @@ import click
 
 from .. import __version__
 from ..errors import InputError
+from .messages import error, one_line
+
+
+INTERRUPTED = "dora-diag: interrupted; no partial output files were left behind"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="dora-diag", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("dora-diag: interrupted; no output was written", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
@@ -37,17 +41,17 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"dora-diag: error: {e}", err=True)
+        error(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("dora-diag: interrupted; no output was written", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - last-resort handler: one line unless --debug
         if debug:
             traceback.print_exc()
         else:
-            click.echo(f"dora-diag: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-                       err=True)
+            click.echo(f"dora-diag: internal error: {type(e).__name__}: {one_line(str(e))} "
+                       "(rerun with --debug for the traceback)", err=True)
         sys.exit(1)
 
 

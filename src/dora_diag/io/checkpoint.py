@@ -16,6 +16,12 @@ from .safetensors_file import TensorInfo, read_header
 INDEX_NAME = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"
+# quantization_config methods that store plain fp8 weights, which are upcast and compared.
+FP8_METHODS = ("fp8", "fbgemm_fp8")
+# Tensor-name suffixes of packed quantized layouts, for checkpoints saved without a config.json.
+PACKED_SUFFIXES = ((".qweight", "GPTQ/AWQ"), (".weight.absmax", "bitsandbytes 4-bit"),
+                   (".weight.quant_state.bitsandbytes__nf4", "bitsandbytes 4-bit"),
+                   (".weight.quant_state.bitsandbytes__fp4", "bitsandbytes 4-bit"), (".SCB", "bitsandbytes 8-bit"))
 
 
 @dataclass
@@ -57,11 +63,23 @@ def read_config(directory: Path) -> dict:
     quant = config.get("quantization_config")
     if isinstance(quant, dict):
         method = quant.get("quant_method") or ("bitsandbytes" if quant.get("load_in_4bit") or quant.get("load_in_8bit") else "unknown")
-        if method not in ("fp8",):
-            raise UnsupportedError(
-                f"{directory}: quantized checkpoint ({method}); packed quantized weights are not supported yet, "
-                "compare the unquantized weights instead")
+        if method not in FP8_METHODS:
+            raise _quantized(directory, method)
     return config
+
+
+def _quantized(where: Path, method: str) -> UnsupportedError:
+    return UnsupportedError(f"{where}: quantized checkpoint ({method}); packed quantized weights are not supported "
+                            "yet, compare the unquantized weights instead")
+
+
+def _checked(ckpt: Checkpoint) -> Checkpoint:
+    """Refuse packed quantized tensors that no quantization_config announced."""
+    for name in ckpt.tensors:
+        method = next((m for suffix, m in PACKED_SUFFIXES if name.endswith(suffix)), None)
+        if method:
+            raise _quantized(Path(ckpt.path), f"{method}: tensor {name!r}")
+    return ckpt
 
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -73,15 +91,15 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if p.suffix != ".safetensors":
             raise _not_safetensors(p, [p])
         tensors, metadata = read_header(str(p))
-        return Checkpoint(str(path), tensors, read_config(p.parent), metadata)
+        return _checked(Checkpoint(str(path), tensors, read_config(p.parent), metadata))
     config = read_config(p)
     if (p / INDEX_NAME).is_file():
-        return Checkpoint(str(path), _read_index(p), config)
+        return _checked(Checkpoint(str(path), _read_index(p), config))
     files = sorted(f for f in p.glob("*.safetensors") if f.name != "adapter_model.safetensors")
     if not files:
         raise _not_safetensors(p, sorted(p.iterdir()))
-    return Checkpoint(str(path), _merge_shards(files), config,
-                      read_header(str(files[0]))[1] if len(files) == 1 else {})
+    return _checked(Checkpoint(str(path), _merge_shards(files), config,
+                               read_header(str(files[0]))[1] if len(files) == 1 else {}))
 
 
 def _not_safetensors(p: Path, entries: list[Path]) -> InputError:

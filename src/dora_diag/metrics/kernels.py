@@ -80,15 +80,23 @@ class ChannelChanges:
     m0: torch.Tensor
     zero: torch.Tensor     # bool: channel is all-zero in base or fine-tuned (no direction)
     refine: torch.Tensor   # bool: recompute ``dd`` with ``chord_sums``
+    nonfinite: torch.Tensor  # bool: NaN/Inf in either channel (or overflow); dm/dd are NaN there
+
+    def cpu(self) -> "ChannelChanges":
+        return ChannelChanges(self.dm.cpu(), self.dd.cpu(), self.m0.cpu(), self.zero.cpu(), self.refine.cpu(),
+                              self.nonfinite.cpu())
 
 
 def channel_changes(s: ChannelSums) -> ChannelChanges:
+    nonfinite = ~(s.a2.isfinite() & s.c2.isfinite() & s.d2.isfinite() & s.p.isfinite())
     m0, m1 = s.a2.sqrt(), s.c2.sqrt()
-    zero = (m0 == 0) | (m1 == 0)
+    zero = ~nonfinite & ((m0 == 0) | (m1 == 0))
     total = m0 + m1
     dm = torch.where(total > 0, s.p / total.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(total))
     num = s.d2 - dm.square()
     den = 2 * m0 * m1
     dd = torch.where(zero, torch.zeros_like(num), num.clamp_min(0) / den.where(~zero, torch.ones_like(den)))
-    refine = ~zero & (s.d2 > 0) & (num < REFINE_BELOW * s.d2)
-    return ChannelChanges(dm, dd.clamp(0, 2), m0, zero, refine)
+    refine = ~zero & ~nonfinite & (s.d2 > 0) & (num < REFINE_BELOW * s.d2)
+    nan = torch.full_like(dm, torch.nan)
+    return ChannelChanges(dm.where(~nonfinite, nan), dd.clamp(0, 2).where(~nonfinite, nan), m0, zero, refine,
+                          nonfinite)

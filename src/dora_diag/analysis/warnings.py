@@ -1,0 +1,76 @@
+"""Warnings of a comparison: what the table flags or the plan left out that a user must see.
+
+One line each, aggregated per checkpoint so that a broken model gives a few lines, not one per
+tensor. ``compare`` stores them in ``Analysis.meta["warnings"]``; the CLI prints them to stderr.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .plan import Plan, TensorPlan
+from .stream import TargetResult
+
+EXAMPLES = 2
+FP8_SCALES = (".weight_scale", ".weight_scale_inv")
+
+
+def _examples(names: list[str]) -> str:
+    shown = ", ".join(names[:EXAMPLES])
+    return shown + (f", ... ({len(names) - EXAMPLES} more)" if len(names) > EXAMPLES else "")
+
+
+class WarningLog:
+    """Collects per-tensor findings while streaming; ``lines`` renders them at the end."""
+
+    def __init__(self) -> None:
+        self._nonfinite: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
+        self._resized: list[str] = []
+
+    def add(self, plan: TensorPlan, results: list[TargetResult]) -> None:
+        for r in results:
+            key = (r.target.ref.run, r.target.ref.name)
+            if r.nonfinite:
+                self._nonfinite[key].append((plan.info.name, r.nonfinite_in))
+            self._resized.extend(f"{key[0]}/{key[1]}: {plan.info.name} {flag}; compared the {r.target.rows} shared "
+                                 "rows" for flag in r.target.flags if flag.startswith("resized"))
+
+    def lines(self, plan: Plan, base_names: set[str]) -> list[str]:
+        out = []
+        for (run, ckpt), found in self._nonfinite.items():
+            sides = sorted({s for _, sides in found for s in sides})
+            out.append(f"{run}/{ckpt}: {len(found)} tensor(s) with NaN/Inf values in the {' and '.join(sides)} "
+                       f"weights ({_examples([n for n, _ in found])}): flagged 'nonfinite', their non-finite "
+                       "channels left out of ΔM/ΔD and the tensors left out of the fits")
+        out.extend(self._resized)
+        out.extend(_skip_lines(plan.skipped))
+        out.extend(_unmatched_lines(plan.unmatched))
+        fp8 = [t.info.name for t in plan.tensors if t.info.dtype.startswith("F8")
+               and any(t.info.name.removesuffix(".weight") + s in base_names for s in FP8_SCALES)]
+        if fp8:
+            out.append(f"{len(fp8)} fp8 tensor(s) come with scale tensors ({_examples(fp8)}): the raw fp8 values "
+                       "are compared, upcast without their scales (ΔD is exact only for per-tensor or per-row "
+                       "scales; ΔM is in unscaled units)")
+        return out
+
+
+def _skip_lines(skipped: list[dict]) -> list[str]:
+    """Tensors a fine-tuned checkpoint has but that could not be compared (shape, dtype)."""
+    by_ckpt: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for s in skipped:
+        if "run" in s:
+            by_ckpt[(s["run"], s["checkpoint"])].append(f"{s['tensor']}: {s['reason']}")
+    return [f"{run}/{ckpt}: {len(items)} tensor(s) not compared ({_examples(items)}); listed under 'skipped' "
+            "in the JSON" for (run, ckpt), items in by_ckpt.items()]
+
+
+def _unmatched_lines(unmatched: list[dict]) -> list[str]:
+    by_ckpt: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: {"finetuned": [], "base": []})
+    for u in unmatched:
+        by_ckpt[(u["run"], u["checkpoint"])][u["side"]].append(u["tensor"])
+    out = []
+    for (run, ckpt), sides in by_ckpt.items():
+        parts = [f"{len(names)} only in the {'fine-tuned checkpoint' if side == 'finetuned' else 'base'} "
+                 f"({_examples(names)})" for side, names in sides.items() if names]
+        out.append(f"{run}/{ckpt}: unmatched tensors: {'; '.join(parts)}; listed under 'unmatched' in the JSON")
+    return out
