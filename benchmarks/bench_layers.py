@@ -1,0 +1,180 @@
+"""Step time and peak memory of our LoRA/DoRA layers against PEFT 0.21's, on CPU.
+
+Model: a MiniLM-sized BERT encoder (hidden 384, intermediate 1536, 6 layers, 12 heads; random
+init, small vocabulary), adapters on every attention and MLP Linear (query, key, value, dense),
+alpha = 2r, batch 8 x 128 tokens, one step = forward + backward + AdamW step, 2 torch threads.
+At each r the four runs are timed in one process, interleaved step by step (a shared machine's
+load then hits all alike); the table gives the fastest step (and the median). Peak memory is
+the max RSS of a separate fresh process per run that builds the model and takes 3 steps.
+
+    python benchmarks/bench_layers.py               # full table into reports/benchmarks.md
+    python benchmarks/bench_layers.py --quick       # smoke run, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks.md"
+START, END = "<!-- bench_layers:start -->", "<!-- bench_layers:end -->"
+TARGETS = ("query", "key", "value", "dense")
+RANKS = (8, 16, 64)
+RUNS = (("ours", "lora"), ("ours", "dora"), ("peft", "lora"), ("peft", "dora"))
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _model(impl: str, method: str, rank: int):
+    import transformers
+    cfg = transformers.BertConfig(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=12,
+                                  vocab_size=2048, max_position_embeddings=128)
+    model = transformers.BertModel(cfg, add_pooling_layer=False)
+    if impl == "peft":
+        import peft
+        return peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(TARGETS),
+                                                          use_dora=method == "dora"))
+    from dora_diag.train import AdapterConfig, apply_adapters
+    apply_adapters(model, AdapterConfig(method=method, rank=rank, alpha=2 * rank, targets=TARGETS))
+    return model
+
+
+def _step(model, opt, ids) -> float:
+    t0 = time.perf_counter()
+    model(input_ids=ids).last_hidden_state.pow(2).mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def _setup(impl: str, method: str, rank: int):
+    torch.manual_seed(0)
+    model = _model(impl, method, rank).train()
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+
+def memory_worker(impl: str, method: str, rank: int, batch: int, seq: int) -> dict:
+    """Peak RSS of a fresh process that builds the model and runs 3 steps."""
+    torch.set_num_threads(2)
+    model, opt = _setup(impl, method, rank)
+    ids = torch.randint(0, 2048, (batch, seq))
+    for _ in range(3):
+        _step(model, opt, ids)
+    return {"impl": impl, "method": method, "rank": rank, "peak_rss_mib": _rss_mib()}
+
+
+def timing(rank: int, steps: int, batch: int, seq: int) -> dict:
+    """Step times of the four runs at one rank, interleaved step by step so machine load hits all alike."""
+    torch.set_num_threads(2)
+    runs = {run: _setup(*run, rank) for run in RUNS}
+    ids = torch.randint(0, 2048, (batch, seq))
+    times: dict = {run: [] for run in RUNS}
+    for step in range(2 + steps):
+        for run, (model, opt) in runs.items():
+            t = _step(model, opt, ids)
+            if step >= 2:
+                times[run].append(t)
+    return {run: {"min": min(t), "median": statistics.median(t)} for run, t in times.items()}
+
+
+def norm_microbench(repeats: int = 50) -> list[dict]:
+    """Per-step cost of DoRA's row norms: from the factors (ours) vs via the dense W0 + s·BA (PEFT's way)."""
+    from dora_diag.train.norms import dense_row_norm, factored_row_norm, squared_row_norms
+    torch.set_num_threads(2)
+    rows = []
+    for out, inp in ((384, 384), (1536, 384), (384, 1536)):
+        for rank in RANKS:
+            w0, a, b = torch.randn(out, inp), torch.randn(rank, inp), torch.randn(out, rank)
+            w0_sq = squared_row_norms(w0)
+            fns = {"factored": lambda: factored_row_norm(w0, w0_sq, a, b, 2.0),
+                   "dense": lambda: dense_row_norm(w0 + 2.0 * (b @ a))}
+            row = {"shape": f"{out}x{inp}", "rank": rank}
+            for name, fn in fns.items():
+                fn()
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    fn()
+                row[name] = (time.perf_counter() - t0) / repeats * 1e6
+            rows.append(row)
+    return rows
+
+
+def _table(results: list[dict], norms: list[dict], command: str, batch: int, seq: int, steps: int) -> str:
+    by = {(r["impl"], r["method"], r["rank"]): r for r in results}
+    lines = [START, "## DoRA layers (`benchmarks/bench_layers.py`)", "",
+             f"MiniLM-sized BERT encoder (hidden 384, intermediate 1536, 6 layers), adapters on query/key/value/"
+             f"all dense layers, alpha = 2r, batch {batch} x {seq} tokens, fwd + bwd + AdamW step, CPU, "
+             f"2 torch threads; step time = fastest of {steps} steps (median in parentheses), the four runs "
+             f"interleaved step by step in one process; peak = max RSS of a fresh process per run "
+             f"(model build + 3 steps).", "",
+             f"Command: `{command}`", "",
+             "| r | ours LoRA s | ours DoRA s | PEFT LoRA s | PEFT DoRA s | ours DoRA / ours LoRA (target <= 1.15) "
+             "| ours DoRA / PEFT DoRA (target <= 0.80) | peak RSS MiB ours DoRA / PEFT DoRA |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rank in sorted({r["rank"] for r in results}):
+        ol, od, pl, pd = (by[(i, m, rank)] for i, m in RUNS)
+        r1, r2 = od["min"] / ol["min"], od["min"] / pd["min"]
+        cells = " | ".join(f"{r['min']:.3f} ({r['median']:.3f})" for r in (ol, od, pl, pd))
+        lines.append(f"| {rank} | {cells} "
+                     f"| {r1:.3f} {'met' if r1 <= 1.15 else 'MISSED'} | {r2:.3f} {'met' if r2 <= 0.80 else 'MISSED'} "
+                     f"| {od['peak_rss_mib']:.0f} / {pd['peak_rss_mib']:.0f} "
+                     f"{'met' if od['peak_rss_mib'] <= pd['peak_rss_mib'] else 'MISSED'} |")
+    lines += ["", "Row norms of W0 + s·BA per step (µs), from the factors vs through the dense matrix:", "",
+              "| W0 shape | r | factored µs | dense µs |", "|---|---|---|---|"]
+    lines += [f"| {n['shape']} | {n['rank']} | {n['factored']:.0f} | {n['dense']:.0f} |" for n in norms]
+    return "\n".join(lines + ["", END])
+
+
+def write_section(section: str) -> None:
+    from dora_diag.outputs.atomic import write_atomic
+    REPORT.parent.mkdir(exist_ok=True)
+    text = REPORT.read_text(encoding="utf-8") if REPORT.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    write_atomic(REPORT, text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="r=8 only, 2 steps, tiny batch; print, write nothing")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--memory-worker", nargs=3, metavar=("IMPL", "METHOD", "RANK"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    ranks, steps, batch, seq = ((8,), 2, 2, 32) if args.quick else (RANKS, args.steps, args.batch, args.seq)
+    if args.memory_worker:
+        impl, method, rank = args.memory_worker
+        print(json.dumps(memory_worker(impl, method, int(rank), batch, seq)))
+        return
+    results = []
+    for rank in ranks:
+        times = timing(rank, steps, batch, seq)
+        for impl, method in RUNS:
+            out = subprocess.run([sys.executable, __file__, "--memory-worker", impl, method, str(rank),
+                                  "--batch", str(batch), "--seq", str(seq)],
+                                 check=True, capture_output=True, text=True).stdout
+            results.append({**json.loads(out.strip().splitlines()[-1]), **times[(impl, method)]})
+            print(json.dumps(results[-1]), flush=True)
+    section = _table(results, norm_microbench(5 if args.quick else 50),
+                     "python " + " ".join(["benchmarks/bench_layers.py", *sys.argv[1:]]), batch, seq, steps)
+    print(section)
+    if not args.quick:
+        write_section(section)
+
+
+if __name__ == "__main__":
+    main()
