@@ -26,6 +26,9 @@ def synthetic_analysis(layers: int = 4, modules=MODULES[:2], steps=(100, 200, 30
                     dm = 1e-3 * step * (1 + SLOPES.get(run, 0.5) * (dd / (1e-6 * step) - 1)) + 1e-5 * g.standard_normal()
                     rows.append(_row(run, step, ckpt, f"model.layers.{layer}.self_attn.{module}.weight", layer, module,
                                      abs(dm), abs(dd)))
+                if xss:
+                    rows.append(_row(run, step, ckpt, f"model.layers.{layer}.{XSS}.weight", layer, XSS,
+                                     abs(dm) * 2, abs(dd) * 2))
             rows.append(_row(run, step, ckpt, "model.embed_tokens.weight", None, "embed_tokens", 1e-2, 1e-5))
             if xss:
                 rows.append(_row(run, step, ckpt, XSS, None, XSS, 5e-2, 5e-5, flags="nonfinite"))

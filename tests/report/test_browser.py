@@ -41,8 +41,10 @@ def test_report_draws_offline_with_no_console_errors(browser, tmp_path):
     page = browser.open(path)
     s = page.status
     assert s["error"] is None and page.errors == [] and page.dialogs == []
-    assert int(s["rendered"]) == s["figures"] == s["plots"] == s["drawn"] == 10
-    assert XSS in s["text"]   # the hostile tensor name is shown as text and ran nothing
+    # 3 scatters (q_proj, k_proj and the hostile module) + 2 profiles + 4 heatmaps + trajectory + training
+    assert int(s["rendered"]) == s["figures"] == s["plots"] == s["drawn"] == 11
+    assert XSS in s["text"]   # shown as text in the tables and ran nothing
+    assert XSS in s["svg_text"]   # and literally inside the figures (titles, axis ticks)
 
 
 def test_browser_check_can_fail(browser, tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dora_diag.report.figures import FIGURES, make_figure
+from dora_diag.report.figures import FIGURES, make_figure, module_types
 
 from .conftest import XSS, synthetic_analysis
 
@@ -38,7 +38,26 @@ def test_scatter_title_and_ols_line_match_stats(small_analysis):
 def test_scatter_excludes_non_layer_and_nonfinite_tensors():
     a = synthetic_analysis(xss=True)
     for t in a.figure("scatter").data:
-        assert all(XSS not in str(c) and "embed" not in str(c) for c in (t.customdata if t.customdata is not None else []))
+        assert all("embed" not in str(c) and "nonfinite" not in str(c)
+                   for c in (t.customdata if t.customdata is not None else []))
+    n = len(a.figure("scatter").data[0].x)
+    assert n == 4 * 3   # the non-layer XSS tensor is flagged nonfinite and stays out
+
+
+def test_names_from_checkpoints_are_text_in_figures():
+    a = synthetic_analysis(xss=True)
+    fig = a.figure("scatter", module=XSS)
+    shown = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert fig.layout.title.text.startswith(shown)
+    assert all(shown in c[0] for c in fig.data[0].customdata)
+    assert "<script>" not in fig.to_json().replace("\\u003c", "<").replace(shown, "")
+    heat = a.figure("heatmap")
+    assert list(heat.data[0].y) == ["q_proj", "k_proj", shown]
+
+
+def test_module_order_follows_the_transformer_block():
+    a = synthetic_analysis(modules=("down_proj", "o_proj", "q_proj", "up_proj", "zeta", "alpha"))
+    assert module_types(a) == ["q_proj", "o_proj", "up_proj", "down_proj", "alpha", "zeta"]
 
 
 def test_steps_missing_colour_by_checkpoint_order():

@@ -35,6 +35,7 @@ STATUS_JS = """(() => {
     plots: plots.length,
     drawn: plots.filter(p => p.querySelector('svg.main-svg') && p.querySelector('.scatterlayer .trace, .heatmaplayer .hm')).length,
     text: document.body.innerText,
+    svg_text: plots.map(p => Array.from(p.querySelectorAll('svg text')).map(t => t.textContent).join(' | ')).join(' | '),
     height: document.documentElement.scrollHeight,
   });
 })()"""
@@ -184,7 +185,9 @@ class Browser:
     def _wait_drawn(self, session: str, deadline: float) -> dict:
         while True:
             res = self._call("Runtime.evaluate", session, expression=STATUS_JS, returnByValue=True)
-            status = json.loads(res["result"].get("value") or "{}")
+            if "exceptionDetails" in res:
+                raise RuntimeError(f"status script failed: {res['exceptionDetails']}")
+            status = json.loads(res["result"]["value"])
             if status.get("rendered") or status.get("error") or time.monotonic() > deadline:
                 return status
             time.sleep(0.05)

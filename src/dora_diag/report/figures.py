@@ -15,6 +15,7 @@ Kinds (``FIGURES``):
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -38,6 +39,15 @@ def make_figure(analysis, kind: str, **kwargs) -> go.Figure:
     return FIGURES[kind](analysis, **kwargs)
 
 
+def txt(value) -> str:
+    """Plotly renders a subset of HTML in every text; names from checkpoints must show literally."""
+    return html.escape(str(value), quote=False)
+
+
+def _names(series: pd.Series) -> np.ndarray:
+    return np.array([txt(v) for v in series], dtype=object)
+
+
 # ---- choices and shared data --------------------------------------------------------------------
 def _choose(value, choices: list, what: str):
     if value is None:
@@ -49,10 +59,22 @@ def _choose(value, choices: list, what: str):
     return value
 
 
+# Display order: attention before MLP, as in a transformer block; other names follow alphabetically.
+MODULE_ORDER = ("q_proj", "query", "q", "k_proj", "key", "k", "v_proj", "value", "v", "c_attn", "qkv_proj",
+                "Wqkv", "query_key_value", "o_proj", "out_proj", "dense", "c_proj", "gate_proj", "w1", "up_proj",
+                "w3", "fc1", "c_fc", "dense_h_to_4h", "down_proj", "w2", "fc2", "dense_4h_to_h")
+
+
 def module_types(analysis) -> list[str]:
-    """Module types with at least one layer tensor, in table order."""
+    """Module types with at least one layer tensor, in ``MODULE_ORDER`` of their first known dotted part
+    (fused groups "c_attn.q" right after "c_attn"), unknown ones last."""
     pts = analysis.table[analysis.table["layer"].notna()]
-    return list(dict.fromkeys(pts["module"]))
+    rank = {m: i for i, m in enumerate(MODULE_ORDER)}
+
+    def key(module: str) -> tuple:
+        return min((rank[part] for part in module.split(".") if part in rank), default=len(rank)), module
+
+    return sorted(dict.fromkeys(pts["module"]), key=key)
 
 
 def checkpoints(analysis, run: str) -> list[str]:
@@ -106,20 +128,20 @@ def scatter(analysis, module: str | None = None, runs: list[str] | None = None) 
     for col, run in enumerate(runs, start=1):
         p = pts[pts["run"] == run]
         fig.add_trace(go.Scatter(
-            x=p["delta_d"].to_numpy(float), y=p["delta_m"].to_numpy(float), mode="markers", name=run,
+            x=p["delta_d"].to_numpy(float), y=p["delta_m"].to_numpy(float), mode="markers", name=txt(run),
             marker={"color": p["when"].to_numpy(float), "coloraxis": "coloraxis", "size": 8,
                     "line": {"width": 0.5, "color": "#333"}},
-            customdata=np.stack([p["tensor"].astype(str), p["checkpoint"].astype(str),
-                                 p["layer"].astype(str)], axis=-1) if len(p) else None,
+            customdata=np.stack([_names(p["tensor"]), _names(p["checkpoint"]), p["layer"].astype(str),
+                                 _names(p["run"])], axis=-1) if len(p) else None,
             hovertemplate=("%{customdata[0]}<br>%{customdata[1]}, layer %{customdata[2]}"
-                           "<br>ΔD=%{x:.3e}<br>ΔM=%{y:.3e}<extra>" + run + "</extra>"),
+                           "<br>ΔD=%{x:.3e}<br>ΔM=%{y:.3e}<extra>%{customdata[3]}</extra>"),
             showlegend=False), row=1, col=col)
         line = _ols_line(p, stats[(stats["run"] == run) & (stats["module"] == module)])
         if line is not None:
             fig.add_trace(go.Scatter(x=line[0], y=line[1], mode="lines", line={"color": "#d62728", "width": 2},
                                      name="OLS", hoverinfo="skip", showlegend=False), row=1, col=col)
     fig.update_layout(
-        title={"text": f"{module}: ΔM against ΔD (DoRA paper, Figure 2)", "x": 0.01},
+        title={"text": f"{txt(module)}: ΔM against ΔD (DoRA paper, Figure 2)", "x": 0.01},
         coloraxis={"colorscale": COLORSCALE, "colorbar": {"title": {"text": "step" if known else "checkpoint #"}}},
         height=HEIGHT + 40, margin={"t": 110}, template="plotly_white")
     fig.update_annotations(font_size=11)
@@ -131,9 +153,9 @@ def scatter(analysis, module: str | None = None, runs: list[str] | None = None) 
 
 def _panel_title(run: str, row: pd.DataFrame) -> str:
     if row.empty:
-        return f"{run}: no points"
+        return f"{txt(run)}: no points"
     s = row.iloc[0]
-    return (f"{run}: r = {fmt(s['pearson_r'], '+.2f')}{ci_text(s)}<br>"
+    return (f"{txt(run)}: r = {fmt(s['pearson_r'], '+.2f')}{ci_text(s)}<br>"
             f"slope = {fmt(s['slope'], '.3g')}, p = {fmt_p(s['p_value'])}, n = {int(s['n'])}")
 
 
@@ -159,11 +181,11 @@ def profile(analysis, run: str | None = None, checkpoint: str | None = None) -> 
     for i, (module, g) in enumerate(rows.groupby("module", sort=False)):
         for col, metric in ((1, "delta_m"), (2, "delta_d")):
             fig.add_trace(go.Scatter(
-                x=g["layer"].to_numpy(int), y=g[metric].to_numpy(float), mode="lines+markers", name=module,
-                legendgroup=module, showlegend=col == 1, customdata=g["tensor"].astype(str).to_numpy(),
+                x=g["layer"].to_numpy(int), y=g[metric].to_numpy(float), mode="lines+markers", name=txt(module),
+                legendgroup=txt(module), showlegend=col == 1, customdata=_names(g["tensor"]),
                 hovertemplate="%{customdata}<br>layer %{x}: %{y:.3e}<extra></extra>",
                 line={"color": _palette(i)}), row=1, col=col)
-    fig.update_layout(title={"text": f"Per-layer profile: {run}, {checkpoint}", "x": 0.01},
+    fig.update_layout(title={"text": f"Per-layer profile: {txt(run)}, {txt(checkpoint)}", "x": 0.01},
                       height=HEIGHT, template="plotly_white")
     fig.update_xaxes(title_text="layer", dtick=_layer_dtick(rows))
     _sci_axes(fig, x=False)
@@ -177,10 +199,10 @@ def heatmap(analysis, metric: str = "delta_d", run: str | None = None, checkpoin
     grid = rows.pivot_table(index="module", columns="layer", values=metric, aggfunc="mean", sort=False)
     grid = grid.reindex(index=[m for m in module_types(analysis) if m in grid.index])
     fig = go.Figure(go.Heatmap(
-        z=grid.to_numpy(float), x=[int(c) for c in grid.columns], y=list(grid.index), colorscale=COLORSCALE,
+        z=grid.to_numpy(float), x=[int(c) for c in grid.columns], y=[txt(m) for m in grid.index], colorscale=COLORSCALE,
         colorbar={"tickformat": SCI, "title": {"text": SHORT[metric]}},
         hovertemplate="%{y}, layer %{x}: %{z:.3e}<extra></extra>", hoverongaps=False))
-    fig.update_layout(title={"text": f"{METRICS[metric]}, layer × module: {run}, {checkpoint}", "x": 0.01},
+    fig.update_layout(title={"text": f"{METRICS[metric]}, layer × module: {txt(run)}, {txt(checkpoint)}", "x": 0.01},
                       height=max(260, 60 + 34 * len(grid.index)), template="plotly_white",
                       xaxis={"title": {"text": "layer"}, "dtick": _layer_dtick(rows)}, yaxis={"autorange": "reversed"})
     return fig
@@ -211,12 +233,12 @@ def trajectory(analysis, runs: list[str] | None = None) -> go.Figure:
     modules = module_types(analysis)
     for ri, run in enumerate(runs):
         for module, g in means[means["run"] == run].groupby("module", sort=False):
-            name = f"{run} · {module}" if len(runs) > 1 else module
+            name = txt(f"{run} · {module}" if len(runs) > 1 else module)
             for col, metric in ((1, "delta_m"), (2, "delta_d")):
                 fig.add_trace(go.Scatter(
                     x=g["when"].to_numpy(float), y=g[metric].to_numpy(float), mode="lines+markers", name=name,
-                    legendgroup=name, showlegend=col == 1, customdata=g["checkpoint"].astype(str).to_numpy(),
-                    hovertemplate=name + "<br>%{customdata}: %{y:.3e}<extra></extra>",
+                    legendgroup=name, showlegend=col == 1, customdata=_names(g["checkpoint"]),
+                    hovertemplate="%{customdata}: %{y:.3e}<extra>%{fullData.name}</extra>",
                     line={"color": _palette(modules.index(module)), "dash": dashes[ri % len(dashes)]}),
                     row=1, col=col)
     fig.update_layout(title={"text": "Trajectories across checkpoints", "x": 0.01}, height=HEIGHT,
@@ -249,7 +271,7 @@ def training(analysis, runs: list[str] | None = None) -> go.Figure:
         for c in series:
             s = df[["step", c]].dropna()
             fig.add_trace(go.Scatter(x=s["step"].to_numpy(float), y=s[c].to_numpy(float), mode="lines+markers",
-                                     name=f"{run} · {c}" if len(runs) > 1 else c,
+                                     name=txt(f"{run} · {c}" if len(runs) > 1 else c),
                                      line={"color": _palette(ri), "dash": "solid" if c == "loss" else "dash"},
                                      marker={"size": 4}))
     fig.update_layout(title={"text": "Training log", "x": 0.01}, height=HEIGHT, template="plotly_white",
