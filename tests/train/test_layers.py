@@ -241,3 +241,17 @@ def test_lora_layer_math():
     x = torch.randn(2, 3, 7)
     ref = x @ layer.base_layer.weight + layer.bias + 1.5 * x @ layer.lora_A.t() @ layer.lora_B.t()
     torch.testing.assert_close(layer(x), ref)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dora_on_cuda_matches_cpu():
+    torch.manual_seed(7)
+    model = Block()
+    apply_adapters(model, AdapterConfig(method="dora", rank=4, targets=("q_proj", "c_fc")))
+    _perturb(model)
+    x = torch.randn(3, 12)
+    expected = model(x)
+    model.cuda()
+    assert model.q_proj.w0_sq.device.type == "cuda"
+    torch.testing.assert_close(model(x.cuda()).cpu(), expected, rtol=1e-4, atol=1e-5)

@@ -102,6 +102,10 @@ class LoraLinear(AdapterLayer):
             return self.w0.to(dtype) + s * (b.to(dtype) @ a.to(dtype))
 
 
+def _refresh_after_load(module: "DoraBase", _incompatible_keys) -> None:
+    module.refresh_base_cache()
+
+
 class DoraBase(AdapterLayer):
     """m ⊙ V/‖V‖ with V = W0 + s·B·A from ``factors()``; ``None`` factors means V = W0 (magnitude only).
 
@@ -116,7 +120,7 @@ class DoraBase(AdapterLayer):
         self.refresh_base_cache()
         dtype = adapter_dtype(base)
         self.magnitude = nn.Parameter(self.w0_sq.sqrt().to(dtype), requires_grad=train_magnitude)
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_base_cache())
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def refresh_base_cache(self) -> None:
         """Recompute the cached ‖W0_i‖² (out,) after W0 changed."""
