@@ -6,20 +6,12 @@ import json
 
 import pytest
 
-from dora_diag.cli import main
+from cli_helpers import call
 
 pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 from tiny_peft import save_lora_run  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -88,8 +88,9 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
     for ref, source in checkpoints:
         _add_targets(tensors, ref, source, skipped, unmatched)
     compared = [t for t in tensors.values() if t.targets]
+    skipped_per_checkpoint = {s["tensor"] for s in skipped if "run" in s}
     for t in tensors.values():
-        if not t.targets:
+        if not t.targets and t.info.name not in skipped_per_checkpoint:
             skipped.append({"tensor": t.info.name, "reason": "no fine-tuned counterpart"})
     # Stream in file order so reads are sequential on disk.
     compared.sort(key=lambda t: (t.info.path, t.info.offset))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import click
 
 from ..analysis.compare import AXES, compare as run_compare
+from ..analysis.stream import DEFAULT_BLOCK_BYTES
 from ..metrics.device import DEVICES
 from ..outputs.atomic import check_writable
 from .main import cli
@@ -25,6 +26,7 @@ class CompareOptions:
     device: str
     split_fused: bool
     quiet: bool
+    block_mb: float
 
     def outputs(self) -> list[str]:
         return [p for p in (self.out, self.csv, self.json) if p]
@@ -50,18 +52,21 @@ def _print_summary(analysis) -> None:
               help="Channels: 'out' = output rows (DoRA/PEFT), 'in' = input columns (LyCORIS).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--split-fused", is_flag=True, help="Also report fused q/k/v projections per group.")
+@click.option("--block-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
+              show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, quiet):
+def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, block_mb, quiet):
     """Compare FINETUNED checkpoints (or run directories, or PEFT adapters) with BASE.
 
     BASE is a model directory (model.safetensors or shards with an index) or a .safetensors
     file. Each FINETUNED is [LABEL=]PATH; a run directory expands to its checkpoint-N folders.
     """
-    opts = CompareOptions(base, finetuned, out, csv, json_, axis, device, split_fused, quiet)
+    opts = CompareOptions(base, finetuned, out, csv, json_, axis, device, split_fused, quiet, block_mb)
     for path in opts.outputs():
         check_writable(path)
     analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
-                           split_fused=opts.split_fused, progress=BarProgress("comparing", not opts.quiet))
+                           split_fused=opts.split_fused, block_bytes=max(1, int(opts.block_mb * 2**20)),
+                           progress=BarProgress("comparing", not opts.quiet))
     print_warnings(analysis, opts.quiet)
     if opts.csv:
         analysis.to_csv(opts.csv)

@@ -133,6 +133,8 @@ def _read_index(directory: Path) -> dict[str, TensorInfo]:
     shard_names = sorted(set(map(str, weight_map.values())))
     headers: dict[str, dict[str, TensorInfo]] = {}
     for shard in shard_names:
+        if Path(shard).is_absolute() or ".." in Path(shard).parts:
+            raise InputError(f"{directory / INDEX_NAME}: shard {shard!r} lies outside the checkpoint directory")
         shard_path = directory / shard
         if not shard_path.is_file():
             raise InputError(f"{directory / INDEX_NAME}: points at missing shard {shard}")
