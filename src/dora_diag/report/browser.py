@@ -25,6 +25,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-pipe"]
 # Reported by the page's renderer (assets/render.js) and read back here.
 STATUS_JS = """(() => {
+  if (!document.body) {   // still parsing
+    return JSON.stringify({rendered: null, first_ms: null, render_ms: null, error: null, figures: 0, plots: 0,
+                           drawn: 0, text: '', svg_text: '', height: 0});
+  }
   const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
   return JSON.stringify({
     rendered: document.body.getAttribute('data-rendered'),
