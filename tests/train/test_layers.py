@@ -255,3 +255,18 @@ def test_dora_on_cuda_matches_cpu():
     model.cuda()
     assert model.q_proj.w0_sq.device.type == "cuda"
     torch.testing.assert_close(model(x.cuda()).cpu(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_dora_over_nf4_base_merges_to_dense():
+    """QDoRA: the base dequantizes on access; merging yields a plain nn.Linear with the merged weight."""
+    from dora_diag.train.nf4 import quantize_linears
+    torch.manual_seed(8)
+    model = Block()
+    quantize_linears(model)
+    apply_adapters(model, AdapterConfig(method="dora", rank=4, targets=("q_proj",)))
+    _perturb(model)
+    x = torch.randn(3, 12)
+    expected = model(x).detach()
+    merge_adapters(model)
+    assert type(model.q_proj) is nn.Linear and not model.q_proj.weight.requires_grad
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5)

@@ -34,9 +34,20 @@ def features(module: nn.Module) -> tuple[int, int]:
     return in_features, out_features
 
 
-def set_weight_out_in(module: nn.Module, weight: torch.Tensor) -> None:
-    """Overwrite the module's weight in place from an (out, in) tensor, in the module's own layout and dtype."""
-    target = module.weight
-    source = weight.t() if is_conv1d(module) else weight
+def with_weight_out_in(module: nn.Module, weight: torch.Tensor) -> nn.Module:
+    """The module carrying ``weight`` (out, in) in its own layout and dtype: updated in place when its
+    weight is a parameter; a base whose weight is computed on access (e.g. NF4-quantized) becomes a
+    plain nn.Linear with that weight and the same bias."""
+    if isinstance(module.weight, nn.Parameter):
+        source = weight.t() if is_conv1d(module) else weight
+        with torch.no_grad():
+            module.weight.copy_(source.to(module.weight.dtype))
+        return module
+    dtype = module.weight.dtype
+    dense = nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None,
+                      device=weight.device, dtype=dtype).requires_grad_(False)
     with torch.no_grad():
-        target.copy_(source.to(target.dtype))
+        dense.weight.copy_(weight.to(dtype))
+        if module.bias is not None:
+            dense.bias.copy_(module.bias)
+    return dense

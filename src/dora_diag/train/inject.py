@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .dense import features, is_dense, set_weight_out_in
+from .dense import features, is_dense, with_weight_out_in
 from .layers import (AdapterLayer, DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear,
                      vera_projections)
 
@@ -132,9 +132,7 @@ def merge_adapters(model: nn.Module) -> nn.Module:
         merged = layer.merged_weight()
         if not torch.isfinite(merged).all():
             raise InputError(f"merge_adapters: {name} has non-finite merged weights; the adapter is broken")
-        base = layer.base_layer
-        set_weight_out_in(base, merged)
-        _set_submodule(model, name, base)
+        _set_submodule(model, name, with_weight_out_in(layer.base_layer, merged))
     return model
 
 

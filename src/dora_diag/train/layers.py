@@ -135,17 +135,20 @@ class DoraBase(AdapterLayer):
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
         raise NotImplementedError
 
-    def row_norm(self) -> torch.Tensor:
-        """‖W0 + s·B·A‖ per output row (out,), in ``compute_dtype(W0)``; detached unless ``detach_norm`` is False."""
+    def row_norm(self, w0: torch.Tensor | None = None) -> torch.Tensor:
+        """‖W0 + s·B·A‖ per output row (out,), in ``compute_dtype(W0)``; detached unless ``detach_norm`` is False.
+
+        ``w0`` lets a caller that already holds W0 (out, in) pass it (a quantized base dequantizes on access).
+        """
         fac = self.factors()
         if fac is None:
             return self.w0_sq.clamp_min(0).sqrt()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_norm):
-            return factored_row_norm(self.w0, self.w0_sq, *fac)
+            return factored_row_norm(self.w0 if w0 is None else w0, self.w0_sq, *fac)
 
     def forward_2d(self, x: torch.Tensor) -> torch.Tensor:
-        scale = (self.magnitude / self.row_norm()).to(x.dtype)             # (out,)
         w0, bias, fac = self.w0, self.bias, self.factors()
+        scale = (self.magnitude / self.row_norm(w0)).to(x.dtype)           # (out,)
         base = F.linear(x, w0)
         if fac is None:
             return torch.addcmul(bias, base, scale) if bias is not None else base * scale
