@@ -115,3 +115,18 @@ def test_full_size_report_stays_under_10_mb():
                            runs=("FT", "LoRA", "DoRA"), verdicts=True)
     page = render_report(a)
     assert len(page.encode("utf-8")) < 10 * 1024 * 1024
+
+
+def test_compare_cli_writes_the_report(make_pair, tmp_path):
+    from click.testing import CliRunner
+
+    from dora_diag.cli import cli
+
+    b, f, _, _ = make_pair(layers=4)
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["compare", str(b), f"FT={f}", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert "model.layers.3.self_attn.v_proj.weight" in page   # most-changed table from real checkpoints
+    assert len(re.findall(r'data-fig="fig-\d+"', page)) == 2 + 1 + 2 + 1   # q/v scatters, profile, heatmaps, trajectory
+    assert str(b) in page and [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")] == []
