@@ -257,12 +257,25 @@ def test_dora_on_cuda_matches_cpu():
     torch.testing.assert_close(model(x.cuda()).cpu(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_dora_over_nf4_base_merges_to_dense():
-    """QDoRA: the base dequantizes on access; merging yields a plain nn.Linear with the merged weight."""
-    from dora_diag.train.nf4 import quantize_linears
+class _WeightOnAccess(nn.Linear):
+    """Like the NF4 base: an nn.Linear whose weight is computed from a buffer on every access."""
+
+    def __init__(self, linear: nn.Linear):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("stored", linear.weight.detach().to(torch.bfloat16))
+        self.bias = nn.Parameter(linear.bias.detach().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.stored.float()
+
+
+def test_dora_over_weight_on_access_base_merges_to_dense():
+    """QDoRA-style base: merging yields a plain nn.Linear with the merged weight and the bias."""
     torch.manual_seed(8)
     model = Block()
-    quantize_linears(model)
+    model.q_proj = _WeightOnAccess(model.q_proj)
     apply_adapters(model, AdapterConfig(method="dora", rank=4, targets=("q_proj",)))
     _perturb(model)
     x = torch.randn(3, 12)
