@@ -1,0 +1,300 @@
+"""The training loop behind ``dora-diag train``: AdamW, linear warmup/decay, clipping, seeds,
+``checkpoint-N/`` directories written atomically, ``metrics.jsonl`` and ``train_config.json``.
+
+Run directory (Hugging Face Trainer layout, read back by ``dora_diag.compare``)::
+
+    OUT/train_config.json         the resolved TrainConfig + measured sizes
+    OUT/metrics.jsonl             {"step", "loss", "lr", "step_time_s", "peak_mem_mb"} and
+                                  {"step", "eval_loss", "eval_accuracy", ...} records
+    OUT/base/                     builtin model only: the task-A base the run started from
+    OUT/checkpoint-N/             full weights (ft) or a PEFT adapter, + trainer_state.json
+
+Each checkpoint is written into ``.checkpoint-N.tmp`` and renamed, so an interrupt (Ctrl-C)
+never leaves a half-written ``checkpoint-N``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..metrics.device import resolve_device
+from ..outputs.atomic import write_atomic
+from .data import IGNORE, TaskData
+from .inject import METHODS, AdapterConfig, apply_adapters, param_groups
+from .model import save_full_model
+from .nf4 import model_bytes, quantize_linears
+
+TRAIN_METHODS = ("ft", *METHODS)
+QUANTIZE = ("nf4",)
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; written to ``train_config.json``."""
+
+    out: str
+    method: str = "dora"
+    model: str = "builtin"
+    data: str = "builtin"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    use_rslora: bool = False
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    magnitude_only: tuple[str, ...] = MLP_MODULES  # used by dora-magnitude-only only
+    steps: int = 300
+    save_every: int = 50
+    log_every: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    magnitude_lr_mult: float = 1.0
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    quantize: str | None = None
+    max_length: int = 128
+    eval_fraction: float = 0.1
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.method not in TRAIN_METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(TRAIN_METHODS)}")
+        for name in ("steps", "save_every", "log_every", "batch_size", "max_length"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.magnitude_lr_mult <= 0:
+            raise InputError("learning rate and magnitude LR multiplier must be positive")
+        if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
+            raise InputError(f"warmup steps must be in [0, steps), got {self.warmup_steps}")
+        if self.quantize not in (None, *QUANTIZE):
+            raise InputError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {self.quantize!r}")
+        if self.quantize and self.method == "ft":
+            raise InputError("--quantize nf4 freezes the base in 4 bits; it needs an adapter method, not ft")
+        if not 0 < self.eval_fraction < 1:
+            raise InputError(f"eval fraction must be in (0, 1), got {self.eval_fraction}")
+
+    def adapter_config(self) -> AdapterConfig | None:
+        """The AdapterConfig for adapter methods; dora-magnitude-only = the paper's reduced granularity
+        (direction + magnitude on ``targets``, magnitude only on ``magnitude_only``)."""
+        if self.method == "ft":
+            return None
+        mag = tuple(self.magnitude_only) if self.method == "dora-magnitude-only" else ()
+        return AdapterConfig(method=self.method, rank=self.rank, alpha=self.alpha, dropout=self.dropout,
+                             use_rslora=self.use_rslora, targets=tuple(self.targets) + mag, magnitude_only=mag,
+                             magnitude_lr_mult=self.magnitude_lr_mult, seed=self.seed)
+
+
+@dataclass
+class Setup:
+    """What ``train`` trains: the model, its data, and where its base weights live."""
+
+    model: torch.nn.Module
+    train: TaskData
+    eval: TaskData
+    base_path: str
+
+
+class TrainProgress:
+    """Callbacks for the loop; the CLI plugs a progress bar in here."""
+
+    def start(self, total_steps: int) -> None: ...
+    def step(self, step: int, loss: float) -> None: ...
+    def finish(self) -> None: ...
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def forward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean loss, correct (n,) per example, counted (n,) per example) for one batch."""
+    kwargs = {k: v for k, v in batch.items() if k != "labels"}
+    out = model(**kwargs)
+    logits = out if isinstance(out, torch.Tensor) else out.logits
+    labels = batch["labels"]
+    if kind == "classification":
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        return loss, (logits.argmax(-1) == labels).long(), torch.ones_like(labels)
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                             ignore_index=IGNORE)
+    counted = labels != IGNORE
+    correct = (logits.argmax(-1) == labels) & counted
+    return loss, correct.sum(1), counted.sum(1)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: TaskData, batch_size: int, device: torch.device) -> dict[str, float]:
+    """eval_loss, eval_accuracy (tokens or examples), and eval_exact_match for causal LMs."""
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = counted = exact = 0.0
+    for start in range(0, len(data), batch_size):
+        batch = _to(data.batch(torch.arange(start, min(start + batch_size, len(data)))), device)
+        loss, c, n = forward_loss(model, batch, data.kind)
+        loss_sum += loss.item() * n.sum().item()
+        correct, counted = correct + c.sum().item(), counted + n.sum().item()
+        exact += ((c == n) & (n > 0)).sum().item()
+    model.train(was_training)
+    out = {"eval_loss": loss_sum / max(counted, 1), "eval_accuracy": correct / max(counted, 1)}
+    if data.kind == "causal-lm":
+        out["eval_exact_match"] = exact / len(data)
+    return out
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak CUDA memory allocated, or the process's peak resident set size on CPU (Linux/macOS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless index batches (batch,) int64: a fresh seeded shuffle every epoch."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield order[start:start + batch_size]
+
+
+def optimize(model: torch.nn.Module, data: TaskData, cfg: TrainConfig, device: torch.device,
+             on_step=None) -> None:
+    """Train in place for ``cfg.steps`` steps; ``on_step(step, loss, lr, seconds)`` after each (1-based)."""
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, 1.0 if cfg.method == "ft" else cfg.magnitude_lr_mult)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
+    params = [p for g in groups for p in g["params"]]
+    model.train()
+    order = batches(len(data), cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    for step in range(1, cfg.steps + 1):
+        started = time.perf_counter()
+        loss, _, _ = forward_loss(model, _to(data.batch(next(order)), device), data.kind)
+        if not torch.isfinite(loss):
+            raise InputError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        schedule.step()
+        if on_step is not None:
+            on_step(step, loss.item(), lr, time.perf_counter() - started)
+
+
+def prepare_run_dir(out: str | os.PathLike) -> Path:
+    """Create OUT, refusing one that already holds a run (no silent overwrite)."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{p}: exists and is not a directory")
+    if p.is_dir() and any((p / n).exists() for n in ("metrics.jsonl", "train_config.json")):
+        raise InputError(f"{p}: already holds a training run; choose another --out or remove it")
+    p.mkdir(parents=True, exist_ok=True)
+    for stale in p.glob(".checkpoint-*.tmp"):
+        shutil.rmtree(stale)
+    return p
+
+
+def save_checkpoint(model: torch.nn.Module, cfg: TrainConfig, adapter: AdapterConfig | None,
+                    run_dir: Path, step: int, base_path: str) -> Path:
+    """Write ``checkpoint-{step}`` via a temp dir and a rename."""
+    final, tmp = run_dir / f"checkpoint-{step}", run_dir / f".checkpoint-{step}.tmp"
+    tmp.mkdir()
+    try:
+        if adapter is None:
+            save_full_model(model, tmp)
+        else:
+            from .peft_format import save_peft_adapter
+            save_peft_adapter(model, adapter, tmp, base_model_name_or_path=base_path)
+        write_atomic(tmp / "trainer_state.json", json.dumps({"global_step": step, "max_steps": cfg.steps}) + "\n")
+        os.replace(tmp, final)
+    except BaseException:  # includes KeyboardInterrupt: never leave a half checkpoint behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def setup_for(cfg: TrainConfig, run_dir: Path) -> Setup:
+    """Model and data: the builtin base or a builtin model directory, else a Hugging Face model directory."""
+    from .builtin import builtin_setup
+    from .model import is_builtin_dir
+    if cfg.model == "builtin" or is_builtin_dir(cfg.model):
+        return builtin_setup(cfg.model, cfg.data, run_dir)
+    from .hf import hf_setup
+    return hf_setup(cfg.model, cfg.data, cfg.max_length, cfg.eval_fraction, cfg.seed)
+
+
+def train(cfg: TrainConfig, progress: TrainProgress | None = None) -> Path:
+    """Run one training job; returns the run directory."""
+    cfg.validate()
+    progress = progress or TrainProgress()
+    run_dir = prepare_run_dir(cfg.out)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    setup = setup_for(cfg, run_dir)
+    model = setup.model
+    adapter = cfg.adapter_config()
+    measured = {"model_bytes_full": model_bytes(model)}
+    if cfg.quantize:
+        measured["quantized_modules"] = len(quantize_linears(model))
+    if adapter is not None:
+        measured["adapted_modules"] = apply_adapters(model, adapter)
+    model.to(device)
+    measured["model_bytes"] = model_bytes(model)
+    measured["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    measured["total_params"] = sum(p.numel() for p in model.parameters())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    write_atomic(run_dir / "train_config.json", json.dumps(
+        {"config": asdict(cfg), "base": setup.base_path, "task": setup.train.kind,
+         "train_examples": len(setup.train), "eval_examples": len(setup.eval),
+         "device": str(device), "measured": measured}, indent=2) + "\n")
+    log: list[dict] = []
+    window: list[tuple[float, float]] = []
+
+    def record(entry: dict) -> None:
+        log.append(entry)
+        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+
+    def on_step(step: int, loss: float, lr: float, seconds: float) -> None:
+        window.append((loss, seconds))
+        progress.step(step, loss)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            record({"step": step, "loss": sum(w[0] for w in window) / len(window), "lr": lr,
+                    "step_time_s": sum(w[1] for w in window) / len(window),
+                    "peak_mem_mb": peak_memory_mb(device)})
+            window.clear()
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            record({"step": step, **evaluate(model, setup.eval, cfg.batch_size, device)})
+            save_checkpoint(model, cfg, adapter, run_dir, step, setup.base_path)
+
+    record({"step": 0, **evaluate(model, setup.eval, cfg.batch_size, device)})
+    progress.start(cfg.steps)
+    try:
+        optimize(model, setup.train, cfg, device, on_step)
+    finally:
+        progress.finish()
+    return run_dir
+
