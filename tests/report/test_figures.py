@@ -116,3 +116,11 @@ def test_bad_arguments_list_the_choices(small_analysis, kind, kwargs, match):
 def test_every_kind_is_documented():
     text = sys.modules[make_figure.__module__].__doc__
     assert all(f'"{k}"' in text for k in FIGURES)
+
+
+def test_partly_missing_steps_colour_every_point_by_checkpoint_order():
+    a = synthetic_analysis()
+    a.table.loc[a.table["checkpoint"] == "final", "step"] = pd.NA   # e.g. a root checkpoint without trainer_state
+    fig = a.figure("scatter")
+    assert sorted(set(fig.data[0].marker.color)) == [0, 1, 2]
+    assert list(a.figure("trajectory").data[0].x) == [0, 1, 2]

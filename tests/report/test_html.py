@@ -52,6 +52,10 @@ def test_report_sections_and_figures(small_analysis):
     assert all(json.loads(s)["data"] for s in data)
     assert page.count("plotly.js v") == 1   # inlined exactly once
     assert "https://" not in page.split("<script>")[0]   # no external stylesheet or script
+    nav = re.search(r'<nav class="toc">(.*?)</nav>', page).group(1)
+    for target in re.findall(r'href="#(s\d+)"', nav):
+        assert f'<h2 id="{target}">' in page
+    assert nav.count("<a ") == 11
 
 
 def test_verdict_cards_when_present():

@@ -90,10 +90,11 @@ def run_labels(analysis) -> list[str]:
 
 
 def with_order(analysis, table: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``order`` (checkpoint index in its run) and ``when`` (step, else that index)."""
+    """Adds ``order`` (checkpoint index in its run) and ``when``: the step when every row has one,
+    else the checkpoint index for all rows (steps and indices on one axis would mislead)."""
     order = {(run, name): i for run in run_labels(analysis) for i, name in enumerate(checkpoints(analysis, run))}
     out = table.assign(order=[order.get(k, 0) for k in zip(table["run"], table["checkpoint"])])
-    return out.assign(when=out["step"].astype("Float64").fillna(out["order"]).astype(float))
+    return out.assign(when=(out["step"] if _steps_known(out) else out["order"]).astype(float))
 
 
 def _steps_known(table: pd.DataFrame) -> bool:
@@ -178,7 +179,8 @@ def profile(analysis, run: str | None = None, checkpoint: str | None = None) -> 
     rows = _layer_rows(analysis, run, checkpoint)
     fig = make_subplots(rows=1, cols=2, subplot_titles=[METRICS["delta_m"], METRICS["delta_d"]],
                         horizontal_spacing=0.1)
-    for i, (module, g) in enumerate(rows.groupby("module", sort=False)):
+    for i, module in enumerate(m for m in module_types(analysis) if m in set(rows["module"])):
+        g = rows[rows["module"] == module]
         for col, metric in ((1, "delta_m"), (2, "delta_d")):
             fig.add_trace(go.Scatter(
                 x=g["layer"].to_numpy(int), y=g[metric].to_numpy(float), mode="lines+markers", name=txt(module),

@@ -65,10 +65,22 @@ def render_report(analysis) -> str:
     if F.training_logs(analysis):
         body += ["<h2>Training log</h2>", figs.add(F.training(analysis))]
     body += _tables(analysis, runs)
+    body.insert(1, _nav(body))
     return Template(_asset("report.html")).substitute(
         generator=S.esc(f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
         title=S.esc(f"dora-diag report: {', '.join(runs)}"), css=_asset("report.css"), body="\n".join(body),
         plotly=get_plotlyjs(), figure_data="\n".join(figs.blocks), render_js=_asset("render.js"))
+
+
+def _nav(parts: list[str]) -> str:
+    """Numbers the report's own <h2> headings (constant text, no checkpoint data) and links them."""
+    links = []
+    for i, part in enumerate(parts):
+        if part.startswith("<h2>") and part.endswith("</h2>"):
+            title = part[4:-5]
+            parts[i] = f'<h2 id="s{i}">{title}</h2>'
+            links.append(f'<a href="#s{i}">{title.split(" (")[0].split(":")[0]}</a>')
+    return f'<nav class="toc">{" · ".join(links)}</nav>'
 
 
 def _tables(analysis, runs: list[str]) -> list[str]:
