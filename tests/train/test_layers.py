@@ -78,7 +78,9 @@ def test_only_adapter_parameters_train():
 
 @pytest.mark.parametrize("detach", [True, False], ids=["detached_norm", "exact_gradient"])
 @pytest.mark.parametrize("rslora", [False, True])
-def test_dora_forward_and_gradients_match_dense_reference(detach, rslora):
+@pytest.mark.parametrize("factored_from", [0, 10**9], ids=["factored_norm", "fused_dense_norm"])
+def test_dora_forward_and_gradients_match_dense_reference(detach, rslora, factored_from, monkeypatch):
+    monkeypatch.setattr("dora_diag.train.layers.FACTORED_MIN_ELEMENTS", factored_from)
     torch.manual_seed(1)
     base = nn.Linear(24, 10, dtype=torch.float64)
     layer = DoraLinear(base, rank=3, alpha=6.0, use_rslora=rslora, detach_norm=detach)

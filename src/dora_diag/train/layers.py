@@ -7,7 +7,8 @@ i.e. one per OUTPUT channel.
 The DoRA forward matches PEFT 0.21's ``DoraLinearLayer`` term for term:
 without active dropout  y = m/‖W0 + sBA‖ ⊙ (x W0ᵀ + s·(x Aᵀ) Bᵀ) + b
 with active dropout     y = x W0ᵀ + b + (m/n - 1) ⊙ x' W0ᵀ + m/n ⊙ s·(x' Aᵀ) Bᵀ,   x' = dropout(x)
-but takes the norm n from the factors (``norms.factored_row_norm``) and computes x W0ᵀ once.
+but computes x W0ᵀ once, and takes the norm n without a graph (detached) from one fused
+addmm for small W0 or from the factors for large W0 (see ``norms``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dense import features, weight_out_in
-from .norms import compute_dtype, dense_row_norm, factored_row_norm, squared_row_norms
+from .norms import (FACTORED_MIN_ELEMENTS, compute_dtype, dense_row_norm, factored_row_norm,
+                    fused_dense_row_norm, squared_row_norms)
 
 
 def lora_scaling(alpha: float, rank: int, use_rslora: bool) -> float:
@@ -143,8 +145,13 @@ class DoraBase(AdapterLayer):
         fac = self.factors()
         if fac is None:
             return self.w0_sq.clamp_min(0).sqrt()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_norm):
-            return factored_row_norm(self.w0 if w0 is None else w0, self.w0_sq, *fac)
+        w0 = self.w0 if w0 is None else w0
+        if not self.detach_norm and torch.is_grad_enabled():
+            return factored_row_norm(w0, self.w0_sq, *fac)
+        with torch.no_grad():
+            if w0.numel() < FACTORED_MIN_ELEMENTS:
+                return fused_dense_row_norm(w0, *fac)
+            return factored_row_norm(w0, self.w0_sq, *fac)
 
     def forward_2d(self, x: torch.Tensor) -> torch.Tensor:
         w0, bias, fac = self.w0, self.bias, self.factors()
