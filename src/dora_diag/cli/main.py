@@ -58,3 +58,4 @@ def main(argv: list[str] | None = None) -> None:
 # Subcommands register themselves on ``cli`` when imported.
 from . import compare  # noqa: E402,F401
 from . import check  # noqa: E402,F401
+from . import train, demo  # noqa: E402,F401
