@@ -205,8 +205,9 @@ def heatmap(analysis, metric: str = "delta_d", run: str | None = None, checkpoin
         colorbar={"tickformat": SCI, "title": {"text": SHORT[metric]}},
         hovertemplate="%{y}, layer %{x}: %{z:.3e}<extra></extra>", hoverongaps=False))
     fig.update_layout(title={"text": f"{METRICS[metric]}, layer × module: {txt(run)}, {txt(checkpoint)}", "x": 0.01},
-                      height=max(260, 60 + 34 * len(grid.index)), template="plotly_white",
-                      xaxis={"title": {"text": "layer"}, "dtick": _layer_dtick(rows)}, yaxis={"autorange": "reversed"})
+                      height=130 + 30 * max(len(grid.index), 3), margin={"t": 60, "b": 50},
+                      template="plotly_white",
+                      xaxis={"title": {"text": "layer"}, "dtick": _layer_dtick(rows)}, yaxis={"autorange": "reversed", "automargin": True})
     return fig
 
 

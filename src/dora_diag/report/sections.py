@@ -126,6 +126,8 @@ def tensor_rows(df: pd.DataFrame) -> list[list]:
 
 
 def tensor_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return '<p class="muted">none</p>'
     shown = df.head(MAX_ROWS)
     return table(TENSOR_HEADERS, tensor_rows(shown), numeric={3, 5, 6, 7, 8}, names={2}, total=len(df))
 
