@@ -15,14 +15,16 @@ from .train import BarTrainProgress
               help="Write the HTML report here.")
 @click.option("--runs-dir", type=click.Path(), default=None,
               help="Keep the three training runs here (default: a temporary directory, removed afterwards).")
+@click.option("--model", default="builtin", show_default=True,
+              help="'builtin' (the cached task-A base) or a builtin model directory to start from.")
 @click.option("--steps", type=int, default=DemoConfig.steps, show_default=True, help="Training steps per method.")
 @click.option("--save-every", type=int, default=DemoConfig.save_every, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the summary is still printed.")
-def demo_cmd(out, runs_dir, steps, save_every, seed, quiet):
+def demo_cmd(out, model, runs_dir, steps, save_every, seed, quiet):
     """Train FT, LoRA and DoRA on the builtin task shift (nothing downloaded), compare each with
     the base, and write the report. About 2-3 minutes on a 2-core CPU."""
-    cfg = DemoConfig(out=out, runs_dir=runs_dir, steps=steps, save_every=save_every, seed=seed)
+    cfg = DemoConfig(out=out, model=model, runs_dir=runs_dir, steps=steps, save_every=save_every, seed=seed)
     result = run_demo(cfg, progress_for=lambda label: BarTrainProgress(label, not quiet),
                       compare_progress=BarProgress("comparing", not quiet),
                       status=None if quiet else (lambda text: click.echo(text, err=True)))

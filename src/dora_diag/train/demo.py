@@ -32,6 +32,7 @@ PAPER_MODULES = ("q_proj", "v_proj")
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = "reports/demo.html"
+    model: str = "builtin"               # or a builtin model directory to use as the base
     runs_dir: str | None = None          # keep the runs here; default: a temp dir removed afterwards
     steps: int = 200
     save_every: int = 50
@@ -77,7 +78,7 @@ def _fmt(r: float | None) -> str:
 
 def run_configs(cfg: DemoConfig, runs_dir: Path) -> dict[str, TrainConfig]:
     """One TrainConfig per method, identical except method and learning rate."""
-    common = TrainConfig(out="", model="builtin", data="builtin", rank=cfg.rank, alpha=cfg.alpha,
+    common = TrainConfig(out="", model=cfg.model, data="builtin", rank=cfg.rank, alpha=cfg.alpha,
                          targets=cfg.targets, steps=cfg.steps, save_every=cfg.save_every,
                          batch_size=cfg.batch_size, warmup_steps=cfg.warmup_steps, seed=cfg.seed, device="cpu")
     return {m: replace(common, out=str(runs_dir / m), method=m, lr=cfg.lr[m]) for m in METHOD_LABELS}
@@ -116,13 +117,14 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress_for=None, compare_progress
     own_dir = cfg.runs_dir is None
     runs_dir = Path(tempfile.mkdtemp(prefix="dora-diag-demo-")) if own_dir else Path(cfg.runs_dir)
     try:
-        status("building/loading the task-A base model")
-        builtin_base()
+        if cfg.model == "builtin":
+            status("building/loading the task-A base model")
+            builtin_base()
         configs = run_configs(cfg, runs_dir)
         for method, tcfg in configs.items():
             status(f"training {METHOD_LABELS[method]} on task B")
             train(tcfg, progress_for(METHOD_LABELS[method]) if progress_for else TrainProgress())
-        base = runs_dir / "ft" / "base"
+        base = runs_dir / "ft" / "base" if cfg.model == "builtin" else Path(cfg.model)
         status("comparing with the base")
         analysis = compare(base, *(f"{METHOD_LABELS[m]}={c.out}" for m, c in configs.items()),
                            device="cpu", progress=compare_progress)
