@@ -79,11 +79,52 @@ def read_adapter_config(path: Path) -> AdapterConfig:
         raise UnsupportedError(
             f"{path}: init_lora_weights={init!r} rewrites the base weights, so the factors do not apply to the "
             "original base; save the adapter with path_initial_model_for_weight_conversion, or merge it")
-    try:
-        return AdapterConfig(
-            path=path, r=int(cfg["r"]), alpha=float(cfg.get("lora_alpha", 8)),
-            use_rslora=bool(cfg.get("use_rslora", False)), use_dora=bool(cfg.get("use_dora", False)),
-            rank_pattern=dict(cfg.get("rank_pattern") or {}), alpha_pattern=dict(cfg.get("alpha_pattern") or {}),
-            token_indices=cfg.get("trainable_token_indices"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{path}: invalid LoRA config ({type(e).__name__}: {e})") from None
+    if "r" not in cfg:
+        raise InputError(f"{path}: invalid LoRA config (no 'r')")
+    return AdapterConfig(
+        path=path, r=_rank(path, "r", cfg["r"]), alpha=_alpha(path, "lora_alpha", cfg.get("lora_alpha", 8)),
+        use_rslora=bool(cfg.get("use_rslora", False)), use_dora=bool(cfg.get("use_dora", False)),
+        rank_pattern={k: _rank(path, f"rank_pattern[{k!r}]", v) for k, v in _patterns(path, cfg, "rank_pattern")},
+        alpha_pattern={k: _alpha(path, f"alpha_pattern[{k!r}]", v) for k, v in _patterns(path, cfg, "alpha_pattern")},
+        token_indices=_token_indices(path, cfg.get("trainable_token_indices")))
+
+
+def _invalid(path: Path, field: str, value: object, expected: str) -> InputError:
+    return InputError(f"{path}: invalid LoRA config: {field} is {value!r}, expected {expected}")
+
+
+def _rank(path: Path, field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _invalid(path, field, value, "a positive integer")
+    return value
+
+
+def _alpha(path: Path, field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _invalid(path, field, value, "a finite number")
+    return float(value)
+
+
+def _patterns(path: Path, cfg: dict, field: str) -> list[tuple[str, object]]:
+    """Items of a pattern dict, keys checked to be valid regular expressions (PEFT matches them as such)."""
+    patterns = cfg.get(field) or {}
+    if not isinstance(patterns, dict):
+        raise _invalid(path, field, patterns, "an object")
+    for key in patterns:
+        try:
+            re.compile(key)
+        except re.error as e:
+            raise _invalid(path, f"{field} key", key, f"a regular expression ({e})") from None
+    return list(patterns.items())
+
+
+def _token_indices(path: Path, value: object) -> list[int] | dict[str, list[int]] | None:
+    """None, a list of token ids, or {module pattern: list of token ids}."""
+    def ids(v: object) -> bool:
+        return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+
+    if value is None or ids(value):
+        return value
+    if isinstance(value, dict) and all(ids(v) for v in value.values()):
+        return dict(_patterns(path, {"trainable_token_indices": value}, "trainable_token_indices"))
+    raise _invalid(path, "trainable_token_indices", value, "a list of token ids or an object of such lists")

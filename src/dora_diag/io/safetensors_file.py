@@ -102,7 +102,7 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, size: int
     if not isinstance(entry, dict):
         raise _bad(path, f"entry for {name!r} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise _bad(path, f"tensor {name!r} has unknown dtype {dtype!r}")
     if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
         raise _bad(path, f"tensor {name!r} has an invalid shape {shape!r}")
