@@ -68,12 +68,11 @@ class _Pipe:
     def __init__(self, executable: str, profile: str) -> None:
         to_child_r, self._w = os.pipe()
         self._r, from_child_w = os.pipe()
+        to_child_r, from_child_w = _above_4(to_child_r), _above_4(from_child_w)
 
-        def wire() -> None:
-            # Park both ends above 3/4 first so the dup2s cannot clobber each other.
-            a, b = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10), fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
+        def wire() -> None:   # in the child: Chromium reads fd 3 and writes fd 4
+            os.dup2(to_child_r, 3)
+            os.dup2(from_child_w, 4)
 
         self.proc = subprocess.Popen([executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -112,6 +111,13 @@ class _Pipe:
         self.proc.wait(timeout=10)
         os.close(self._w)
         os.close(self._r)
+
+
+def _above_4(fd: int) -> int:
+    """The same pipe end on a descriptor > 4, so that moving it to 3 or 4 cannot clobber the other."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
 
 
 class Browser:
