@@ -5,22 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dora_diag.metrics.kernels import ChannelSums, block_sums, channel_changes, chord_sums
 from ckpt_helpers import reference_changes
-
-
-def kernel(a: torch.Tensor, c: torch.Tensor, axis: str = "out", blocks: int = 1):
-    """Run the kernel over ``blocks`` row blocks, with the refine pass like the streamer."""
-    dim_channels = a.shape[0] if axis == "out" else a.shape[1]
-    acc = ChannelSums.zeros(dim_channels, torch.device("cpu"))
-    bounds = torch.linspace(0, a.shape[0], blocks + 1).long().tolist()
-    for s, e in zip(bounds, bounds[1:]):
-        acc.add_(block_sums(a[s:e], c[s:e], axis), slice(s, e) if axis == "out" else None)
-    ch = channel_changes(acc)
-    if ch.refine.any():
-        chord = chord_sums(a, c, acc.a2.sqrt(), acc.c2.sqrt(), axis)
-        ch.dd = torch.where(ch.refine, chord / 2, ch.dd)
-    return ch
+from kernel_helpers import kernel
 
 
 def per_row_reference(a: torch.Tensor, c: torch.Tensor):
