@@ -97,6 +97,10 @@ def test_training_curves_and_missing_log():
     a = synthetic_analysis()
     fig = a.figure("training")
     assert {t.name for t in fig.data} == {"FT · loss", "LoRA · loss"}
+    a.meta["runs"][0]["log"] += [{"step": 300, "eval_loss": 1.0, "eval_accuracy": 0.5, "eval_runtime": 12.0,
+                                   "eval_samples_per_second": 80.0, "epoch": 1.0}]
+    assert {t.name for t in a.figure("training").data} == {"FT · loss", "FT · eval_loss", "FT · eval_accuracy",
+                                                            "LoRA · loss"}
     with pytest.raises(ValueError, match="no run has a training log"):
         synthetic_analysis(logs=False).figure("training")
 

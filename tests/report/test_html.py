@@ -74,6 +74,15 @@ def test_checkpoint_strings_are_escaped_everywhere(xss_analysis):
     assert "<script>alert" not in page.replace("&lt;script&gt;alert", "")
 
 
+def test_hostile_run_label_is_text():
+    label = "</script><img src=x onerror=alert(2)>"
+    page = render_report(synthetic_analysis(runs=("FT", label)))
+    parsed = parse(page)
+    assert label in "".join(parsed.text)
+    assert "<img" not in page.replace("&lt;img", "")
+    assert len([s for a, s in parsed.scripts if a.get("type") != "application/json"]) == 2
+
+
 def test_script_json_cannot_close_the_script_tag():
     import plotly.graph_objects as go
     fig = go.Figure(go.Scatter(x=[1], y=[2], name="</script><!--<script>&"))

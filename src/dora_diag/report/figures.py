@@ -261,6 +261,10 @@ def training_logs(analysis) -> dict[str, pd.DataFrame]:
     return out
 
 
+# HF Trainer logs speed next to the eval metrics; those are not learning curves.
+NOT_CURVES = ("_runtime", "_per_second")
+
+
 def training(analysis, runs: list[str] | None = None) -> go.Figure:
     logs = training_logs(analysis)
     if not logs:
@@ -269,8 +273,8 @@ def training(analysis, runs: list[str] | None = None) -> go.Figure:
     fig = go.Figure()
     for ri, run in enumerate(runs):
         df = logs[run]
-        series = [c for c in df.columns if c == "loss" or c.startswith("eval_")
-                  if pd.api.types.is_numeric_dtype(df[c])]
+        series = [c for c in df.columns if (c == "loss" or c.startswith("eval_")) and not c.endswith(NOT_CURVES)
+                  and pd.api.types.is_numeric_dtype(df[c])]
         for c in series:
             s = df[["step", c]].dropna()
             fig.add_trace(go.Scatter(x=s["step"].to_numpy(float), y=s[c].to_numpy(float), mode="lines+markers",
