@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -34,3 +35,8 @@ def assert_one_line_error(code: int, err: str, message: str) -> None:
     assert lines[0].startswith("dora-diag: error: ") or lines[0].startswith("Error: "), err
     assert message in lines[0], err
     assert "Traceback" not in err
+
+
+def without_timings(json_text: str) -> str:
+    """A JSON output as text with its ``elapsed_s`` line removed: the rest must be byte-identical."""
+    return re.sub(r'\n *"elapsed_s": [0-9.e+-]+,', "", json_text)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cli_helpers import call
+from cli_helpers import call, without_timings
 
 pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -70,3 +70,14 @@ def test_pickle_adapter_exit_2(tmp_path, capsys):
         vocab_size=64)).save_pretrained(base)
     code, _, err = call(capsys, "check", str(base), str(adapter))
     assert code == 2 and "never unpickles" in err
+
+
+def test_check_json_is_byte_identical_across_runs(lora_run, tmp_path, capsys):
+    base, run = lora_run
+    texts = []
+    for i in range(2):
+        js = tmp_path / f"v{i}.json"
+        assert call(capsys, "check", str(base), str(run), "-q", "--json", str(js))[0] == 0
+        texts.append(without_timings(js.read_text()))
+    assert '"verdicts"' in texts[0] and '"elapsed_s"' not in texts[0]
+    assert texts[0] == texts[1]
