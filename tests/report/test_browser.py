@@ -38,9 +38,10 @@ def browser():
 def test_report_draws_offline_with_no_console_errors(browser, tmp_path):
     path = tmp_path / "report.html"
     synthetic_analysis(xss=True, verdicts=True).to_html(path)
-    page = browser.open(path)
+    page = browser.open(path, screenshot=True)
     s = page.status
     assert s["error"] is None and page.errors == [] and page.dialogs == []
+    assert page.screenshot.startswith(b"\x89PNG")   # what examples/make_example_report.py saves for the README
     # 3 scatters (q_proj, k_proj and the hostile module) + 2 profiles + 4 heatmaps + trajectory + training
     assert int(s["rendered"]) == s["figures"] == s["plots"] == s["drawn"] == 11
     assert XSS in s["text"]   # shown as text in the tables and ran nothing
