@@ -41,7 +41,7 @@ class DemoConfig:
     alpha: float = 16.0
     lr: dict[str, float] = field(default_factory=lambda: {"ft": 1e-3, "lora": 4e-3, "dora": 4e-3})
     targets: tuple[str, ...] = ALL_PROJECTIONS
-    warmup_steps: int = 20
+    warmup_fraction: float = 0.1
     seed: int = 0
     threads: int = 1                     # the model is tiny: one thread beats intra-op overhead
 
@@ -80,7 +80,8 @@ def run_configs(cfg: DemoConfig, runs_dir: Path) -> dict[str, TrainConfig]:
     """One TrainConfig per method, identical except method and learning rate."""
     common = TrainConfig(out="", model=cfg.model, data="builtin", rank=cfg.rank, alpha=cfg.alpha,
                          targets=cfg.targets, steps=cfg.steps, save_every=cfg.save_every,
-                         batch_size=cfg.batch_size, warmup_steps=cfg.warmup_steps, seed=cfg.seed, device="cpu")
+                         batch_size=cfg.batch_size, warmup_steps=int(cfg.steps * cfg.warmup_fraction),
+                         seed=cfg.seed, device="cpu")
     return {m: replace(common, out=str(runs_dir / m), method=m, lr=cfg.lr[m]) for m in METHOD_LABELS}
 
 
