@@ -32,7 +32,7 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset(),
 def header(meta: dict, generated: str) -> str:
     items = [("base", meta.get("base")), ("tool", f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
              ("generated", generated), ("axis", _axis(meta.get("axis"))), ("device", meta.get("device")),
-             ("elapsed", f"{fmt(meta.get('elapsed_s'), '.1f')} s"),
+             ("elapsed", fmt(meta.get("elapsed_s"), ".1f") + ("" if missing(meta.get("elapsed_s")) else " s")),
              ("read", _bytes(meta.get("bytes_read"))), ("tensors compared", meta.get("tensors_compared")),
              ("fused q/k/v split", "yes" if meta.get("split_fused") else "no")]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
