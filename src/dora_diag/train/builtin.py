@@ -35,7 +35,7 @@ class BaseRecipe:
     model: BuiltinConfig = BuiltinConfig(vocab_size=BUILTIN_VOCAB)
     train_examples: int = 4096
     eval_examples: int = 512
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 64
     lr: float = 3e-3
     warmup_steps: int = 30
