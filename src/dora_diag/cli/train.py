@@ -55,13 +55,15 @@ def last_checkpoint(run_dir: str) -> str | None:
               help="'builtin' (small torch transformer, base trained on task A), a builtin model "
                    "directory, or a local Hugging Face model directory (needs the 'hf' extra).")
 @click.option("--data", default="builtin", show_default=True,
-              help="'builtin' (task B) or a JSONL file: {\"text\"}, {\"prompt\",\"completion\"} or {\"text\",\"label\"}.")
+              help="'builtin' (task B) or a JSONL file: {\"text\"}, {\"prompt\",\"completion\"} "
+                   "or {\"text\",\"label\"}.")
 @click.option("--out", required=True, type=click.Path(), help="Run directory to create.")
 @click.option("--rank", type=int, default=8, show_default=True)
 @click.option("--alpha", type=float, default=16.0, show_default=True)
 @click.option("--dropout", type=float, default=0.0, show_default=True)
 @click.option("--rslora", is_flag=True, help="Scale by alpha/sqrt(rank) instead of alpha/rank.")
-@click.option("--targets", default="q_proj,v_proj", show_default=True, help="Comma-separated module patterns.")
+@click.option("--targets", default="q_proj,v_proj", show_default=True,
+              help="Comma-separated module patterns (add the head, e.g. 'classifier', to train it too).")
 @click.option("--magnitude-only", default="gate_proj,up_proj,down_proj", show_default=True,
               help="Magnitude-only modules for --method dora-magnitude-only.")
 @click.option("--steps", type=int, default=300, show_default=True)

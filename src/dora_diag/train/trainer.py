@@ -213,7 +213,8 @@ def prepare_run_dir(out: str | os.PathLike) -> Path:
     p = Path(out)
     if p.exists() and not p.is_dir():
         raise InputError(f"{p}: exists and is not a directory")
-    if p.is_dir() and any((p / n).exists() for n in ("metrics.jsonl", "train_config.json")):
+    if p.is_dir() and (any((p / n).exists() for n in ("metrics.jsonl", "train_config.json"))
+                       or any(p.glob("checkpoint-*"))):
         raise InputError(f"{p}: already holds a training run; choose another --out or remove it")
     p.mkdir(parents=True, exist_ok=True)
     for stale in p.glob(".checkpoint-*.tmp"):
