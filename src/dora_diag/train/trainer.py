@@ -6,6 +6,7 @@ Run directory (Hugging Face Trainer layout, read back by ``dora_diag.compare``):
     OUT/train_config.json         the resolved TrainConfig + measured sizes
     OUT/metrics.jsonl             {"step", "loss", "lr", "step_time_s", "peak_mem_mb"} and
                                   {"step", "eval_loss", "eval_accuracy", ...} records
+                                  (peak_mem_mb: CUDA peak allocated, or the process peak RSS on CPU)
     OUT/base/                     builtin model only: the task-A base the run started from
     OUT/checkpoint-N/             full weights (ft) or a PEFT adapter, + trainer_state.json
 
