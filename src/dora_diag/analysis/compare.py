@@ -63,6 +63,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         if not plan.tensors:
             raise InputError(_nothing_matched(base, plan))
         streamer = Streamer(reader, dev, axis, block_bytes, progress.advance)
+        stack.callback(streamer.close)
         total = sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in plan.tensors)
         progress.start(total, len(plan.tensors))
         rows: list[dict] = []

@@ -6,6 +6,7 @@ and a few fp64 vectors per target (one value per channel).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -15,7 +16,9 @@ from ..io.safetensors_file import RowReader
 from ..metrics.kernels import ChannelChanges, ChannelSums, block_sums, channel_changes, chord_sums
 from .plan import Target, TensorPlan
 
-DEFAULT_BLOCK_BYTES = 16 * 1024 * 1024
+# Small enough that the fp32 temporaries of a block stay cache-friendly and below glibc's
+# mmap threshold (freed buffers are reused instead of page-faulted in again).
+DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -43,6 +46,12 @@ class Streamer:
                  block_bytes: int = DEFAULT_BLOCK_BYTES, on_bytes: Callable[[int], None] | None = None):
         self.reader, self.device, self.axis = reader, device, axis
         self.block_bytes, self.on_bytes = block_bytes, on_bytes or (lambda n: None)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dora-diag-read")
+        self._pinned: torch.Tensor | None = None
+        self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def reduce_axis(self, plan: TensorPlan) -> str:
         """Kernel axis on the stored layout: output channels of a (in, out) tensor are columns."""
@@ -53,14 +62,15 @@ class Streamer:
         shape = plan.info.shape
         channels = (lambda rows: rows) if axis == "out" else (lambda rows: _cols(shape))
         sums = [ChannelSums.zeros(channels(t.rows), self.device) for t in plan.targets]
-        for a, start, stop in self._blocks(plan):
-            for t, acc in zip(plan.targets, sums):
+        for a, read, start, stop in self._blocks(plan, plan.targets):
+            for i, (t, acc) in enumerate(zip(plan.targets, sums)):
                 if start >= t.rows:
                     continue
                 n = min(stop, t.rows) - start
                 part = self._factor_sums(t, a[:n], start, axis)
                 if part is None:
-                    part = block_sums(a[:n], self._target_rows(t, a, start, stop), axis)
+                    c = read[i] if i in read else self._target_rows(t, a, start, stop)
+                    part = block_sums(a[:n], c, axis)
                 acc.add_(part, slice(start, start + n) if axis == "out" else None)
         results = []
         for t, acc in zip(plan.targets, sums):
@@ -70,16 +80,58 @@ class Streamer:
             results.append(TargetResult(t, changes.cpu(), _nonfinite_sides(acc, changes)))
         return results
 
-    def _blocks(self, plan: TensorPlan, limit: int | None = None) -> Iterator[tuple[torch.Tensor, int, int]]:
+    def _blocks(self, plan: TensorPlan, targets: list[Target], limit: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor], int, int]]:
+        """Base row blocks ``(rows, cols)`` on the device, with the rows of full fine-tuned
+        targets (by index in ``targets``) already read.
+
+        A worker thread loads block i+1 (reads release the GIL) while the caller computes on
+        block i, so I/O overlaps compute; at most two blocks per source are in memory.
+        """
         info = plan.info
         rows = info.shape[0] if limit is None else limit
         blocks = list(_row_blocks(rows, info.row_bytes, self.block_bytes))
-        for i, (start, stop) in enumerate(blocks):
+        if not blocks:
+            return
+        pending = self._pool.submit(self._load, plan, targets, *blocks[0])
+        for i in range(len(blocks)):
+            a, read, nbytes = pending.result()
             if i + 1 < len(blocks):
                 self.reader.advise(info, *blocks[i + 1])
-            block = self.reader.read_rows(info, start, stop)
-            self.on_bytes(block.numel() * block.element_size())
-            yield block.reshape(stop - start, -1).to(self.device, non_blocking=True), start, stop
+                pending = self._pool.submit(self._load, plan, targets, *blocks[i + 1])
+            self.on_bytes(nbytes)
+            if self.device.type == "cuda":
+                # Tensors staged by the worker's copy stream are used on this thread's stream.
+                for x in (a, *read.values()):
+                    x.record_stream(torch.cuda.current_stream(self.device))
+            yield a, read, *blocks[i]
+
+    def _load(self, plan: TensorPlan, targets: list[Target], start: int, stop: int
+              ) -> tuple[torch.Tensor, dict[int, torch.Tensor], int]:
+        block = self.reader.read_rows(plan.info, start, stop)
+        nbytes = block.numel() * block.element_size()
+        read: dict[int, torch.Tensor] = {}
+        for i, t in enumerate(targets):
+            if t.source.kind == "full" and start < t.rows:
+                c = t.source.rows(t.name, block, start, min(stop, t.rows))
+                nbytes += c.numel() * c.element_size()
+                read[i] = self._stage(c.reshape(c.shape[0], -1))
+        return self._stage(block.reshape(stop - start, -1)), read, nbytes
+
+    def _stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Move a host block to the device. For CUDA: through a reused pinned buffer and an
+        asynchronous copy on a side stream, waited for here in the worker thread."""
+        if self.device.type != "cuda":
+            return x
+        nbytes = x.numel() * x.element_size()
+        if self._pinned is None or self._pinned.numel() < nbytes:
+            self._pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        staged = self._pinned[:nbytes].view(x.dtype).view(x.shape)
+        staged.copy_(x)
+        with torch.cuda.stream(self._copy_stream):
+            out = staged.to(self.device, non_blocking=True)
+        self._copy_stream.synchronize()
+        return out
 
     def _factor_sums(self, t: Target, a: torch.Tensor, start: int, axis: str) -> ChannelSums | None:
         """Sums straight from an adapter's low-rank factors, when its source offers them."""
@@ -87,18 +139,18 @@ class Streamer:
         return None if fast is None else fast(t.name, a, start, start + a.shape[0], axis)
 
     def _target_rows(self, t: Target, a: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Rows computed from the base block (adapters); full checkpoints are read in ``_load``."""
         stop = min(stop, t.rows)
         c = t.source.rows(t.name, a[: stop - start], start, stop)
-        self.on_bytes(c.numel() * c.element_size() if t.source.kind == "full" else 0)
-        return c.reshape(stop - start, -1).to(self.device, non_blocking=True)
+        return c.reshape(stop - start, -1).to(self.device)
 
     def _refine(self, plan: TensorPlan, t: Target, acc: ChannelSums, ch: ChannelChanges, axis: str) -> None:
         """Second pass for nearly radial channels: fp64 chord instead of the difference formula."""
         a_norm, c_norm = acc.a2.sqrt(), acc.c2.sqrt()
         safe = lambda n: n.where(n > 0, torch.ones_like(n))  # noqa: E731
         chord = torch.zeros_like(a_norm)
-        for a, start, stop in self._blocks(plan, limit=t.rows):
-            c = self._target_rows(t, a, start, stop)
+        for a, read, start, stop in self._blocks(plan, [t], limit=t.rows):
+            c = read[0] if read else self._target_rows(t, a, start, stop)
             if axis == "out":
                 chord[start:stop] = chord_sums(a, c, safe(a_norm[start:stop]), safe(c_norm[start:stop]), axis)
             else:
