@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import shutil
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import pytest
+import torch
 
 from cli_helpers import call
 
@@ -45,6 +48,19 @@ def run_guarded(capsys, *args: str) -> tuple[int, str]:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     return code, err
+
+
+@contextmanager
+def memory_limit(extra_bytes: int = 2 << 30):
+    """Cap further allocations, so that a mutant asking for absurd sizes fails fast, not the machine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        used = int(f.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def truncate(raw: bytes, rng: random.Random) -> bytes:
@@ -200,3 +216,23 @@ def test_adapter_config_wrong_values_are_named(models, tmp_path, capsys, patch, 
     (ad / "adapter_config.json").write_text(json.dumps({**cfg, **patch}))
     code, err = run_guarded(capsys, "compare", str(base), str(ad))
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_config_json_mutations_with_split_fused(tmp_path, capsys):
+    """config.json drives the fused q/k/v split: absurd head counts must not build absurd lists."""
+    cfg = transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     vocab_size=96)
+    torch.manual_seed(0)
+    model = transformers.GPTNeoXForCausalLM(cfg)
+    model.save_pretrained(tmp_path / "base")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-2 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "ft")
+    rng = random.Random(13)
+    mutants = [lambda raw: json.dumps(confuse(json.loads(raw), rng)).encode()] * 40
+    huge = {"num_attention_heads": 2**40, "hidden_size": 2**45}
+    mutants.append(lambda raw: json.dumps({**json.loads(raw), **huge}).encode())
+    with memory_limit():
+        fuzz(capsys, tmp_path, tmp_path / "base" / "config.json", mutants,
+             [str(tmp_path / "base"), str(tmp_path / "ft"), "--split-fused"])

@@ -50,6 +50,9 @@ def is_transposed(model_type: str | None, module_path: str) -> bool:
 
 # ---- fused projections -------------------------------------------------------------------------
 
+MAX_HEADS = 4096
+
+
 def _heads(cfg: dict) -> tuple[int, int, int]:
     """(num heads, num key/value heads, head dim) under the spellings configs use."""
     attn = cfg.get("attn_config") or {}
@@ -59,7 +62,11 @@ def _heads(cfg: dict) -> tuple[int, int, int]:
         raise KeyError("hidden size / head count")
     kv = (cfg.get("num_key_value_heads") or cfg.get("num_kv_heads") or attn.get("kv_n_heads")
           or (1 if cfg.get("multi_query") else heads))
-    return heads, kv, cfg.get("head_dim") or hidden // heads
+    sizes = heads, kv, cfg.get("head_dim") or hidden // heads
+    # config.json is input: per-head segment lists must stay small whatever it says.
+    if not all(isinstance(n, int) and 0 < n for n in sizes) or heads > MAX_HEADS:
+        raise KeyError("head counts")
+    return sizes
 
 
 def _contiguous_qkv(cfg: dict) -> list[tuple[str, int]]:
@@ -120,7 +127,8 @@ def fused_groups(model_type: str | None, module_path: str, config: dict, rows: i
             segments = spec.segments(config)
         except (KeyError, TypeError, ZeroDivisionError):
             return None
-        if sum(n for _, n in segments) != rows:
+        # config.json is input: sizes must be positive integers that add up to the stored rows.
+        if not all(isinstance(n, int) and n > 0 for _, n in segments) or sum(n for _, n in segments) != rows:
             return None
         return _group_rows(segments)
     return None
