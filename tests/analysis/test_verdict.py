@@ -119,3 +119,11 @@ def test_check_on_adapter_run_directory(tmp_path):
     assert res["pooled"]["pearson_r"] == pytest.approx(pooled["pearson_r"])
     doc = json.loads(a.to_json())
     assert doc["verdicts"][0]["decision"] == res["decision"] and doc["verdicts"][0]["thresholds"]["min_points"] == 4
+
+
+def test_headlines_of_non_lora_runs_describe_the_pattern_not_lora():
+    (apart,) = verdict(_analysis({"q_proj": _correlated(24, -0.6, 6)}, kind="full"))
+    (together,) = verdict(_analysis({"q_proj": _correlated(24, 0.9, 6)}, kind="full"))
+    assert apart["headline"].startswith("[full run] Magnitude and direction move apart")
+    assert together["headline"].startswith("[full run] Magnitude and direction change together")
+    assert "LoRA changes" not in together["headline"] and "LoRA already" not in apart["headline"]

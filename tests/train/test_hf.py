@@ -23,13 +23,6 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 WORDS = ["red", "green", "blue", "cat", "dog", "is", "the", "a", "big", "small", "yes", "no"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 

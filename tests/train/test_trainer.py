@@ -20,14 +20,6 @@ from dora_diag.train.trainer import TrainConfig, TrainProgress, lr_factor, train
 SMALL = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models are tiny: one thread avoids oversubscribing shared 2-core machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory) -> Path:

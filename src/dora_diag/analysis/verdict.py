@@ -18,7 +18,6 @@ from ..errors import InputError
 from .stats import STAT_COLUMNS
 
 
-
 def verdict(analysis, min_r: float = 0.3, alpha: float = 0.05, min_points: int = 6) -> list[dict]:
     """One verdict per run of ``analysis``.
 
@@ -78,12 +77,16 @@ def decide(s: dict, min_r: float, alpha: float, min_points: int) -> tuple[str, s
 def _headline(decision: str, kind: str, s: dict, reason: str) -> str:
     if decision == "inconclusive":
         head = f"Inconclusive: {reason}."
-    else:
-        stat = f"r = {s['pearson_r']:+.2f}, p = {s['p_value']:.2g}, n = {s['n']}"
-        head = ("DoRA likely helps: LoRA changes magnitude and direction together "
+        return head if kind in ("lora", "mixed", "unknown") else f"[{kind} run] {head}"
+    stat = f"r = {s['pearson_r']:+.2f}, p = {s['p_value']:.2g}, n = {s['n']}"
+    if kind in ("lora", "mixed", "unknown"):
+        return ("DoRA likely helps: LoRA changes magnitude and direction together "
                 f"({stat})." if decision == "dora_likely_helps" else
                 f"LoRA already moves like full fine-tuning ({stat}); DoRA gain likely marginal.")
-    return head if kind in ("lora", "mixed", "unknown") else f"[{kind} run] {head}"
+    # The rule's wording is about LoRA; for other runs describe the pattern itself.
+    pattern = ("magnitude and direction change together, the LoRA-like pattern" if decision == "dora_likely_helps"
+               else "magnitude and direction move apart, the pattern of full fine-tuning and DoRA")
+    return f"[{kind} run] {pattern[0].upper()}{pattern[1:]} ({stat})."
 
 
 def _note(kind: str) -> str:

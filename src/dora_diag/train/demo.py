@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..analysis.compare import Progress, compare
+from ..analysis.verdict import verdict
 from ..errors import InputError
 from ..outputs.atomic import check_writable
 from .builtin import builtin_base
@@ -129,6 +130,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress_for=None, compare_progress
         status("comparing with the base")
         analysis = compare(base, *(f"{METHOD_LABELS[m]}={c.out}" for m, c in configs.items()),
                            device="cpu", progress=compare_progress)
+        analysis.meta["verdicts"] = verdict(analysis)
         analysis.to_html(cfg.out)
         finals = {m: final_eval(Path(c.out)) for m, c in configs.items()}
         return DemoResult(os.fspath(cfg.out), str(base),
