@@ -136,6 +136,11 @@ def _bad_adapter_config(tmp, b, f):
     return [str(b), str(d)]
 
 
+def _fifo(tmp, b, f):
+    os.mkfifo(tmp / "pipe.safetensors")   # opening it to read would block forever
+    return [str(b), str(tmp / "pipe.safetensors")]
+
+
 def _out_is_directory(tmp, b, f):
     return [str(b), str(f), "--out", str(tmp)]
 
@@ -148,6 +153,8 @@ def _out_under_a_file(tmp, b, f):
 CASES = {
     "nonexistent base": (lambda tmp, b, f: [str(tmp / "nope"), str(f)], "nope: no such file or directory"),
     "nonexistent fine-tuned": (lambda tmp, b, f: [str(b), str(tmp / "nope")], "nope: no such file or directory"),
+    "a device as base": (lambda tmp, b, f: [os.devnull, str(f)], "null: not a regular file or directory"),
+    "a fifo": (_fifo, "pipe.safetensors: not a regular file or directory"),
     "no safetensors": (lambda tmp, b, f: [str(b), str((tmp / "empty").mkdir() or tmp / "empty")],
                        "no .safetensors files"),
     "pickles only": (_pickles_only, "pytorch_model.bin); dora-diag never unpickles"),

@@ -42,6 +42,16 @@ class Checkpoint:
         return sum(t.nbytes for t in self.tensors.values())
 
 
+def existing(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, if it is a regular file or a directory (not a FIFO or device)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if not (p.is_file() or p.is_dir()):
+        raise InputError(f"{path}: not a regular file or directory")
+    return p
+
+
 def read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -84,9 +94,7 @@ def _checked(ckpt: Checkpoint) -> Checkpoint:
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open a ``.safetensors`` file, or a directory with ``model.safetensors`` or shards."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or directory")
+    p = existing(path)
     if p.is_file():
         if p.suffix != ".safetensors":
             raise _not_safetensors(p, [p])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from .checkpoint import existing
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_config.json")
@@ -65,9 +66,7 @@ def _recorded_step(p: Path) -> int | None:
 def expand_run(spec: str | os.PathLike) -> Run:
     """One run: a single checkpoint, or every ``checkpoint-N`` of a run directory by step."""
     label, raw = parse_spec(spec)
-    p = Path(raw)
-    if not p.exists():
-        raise InputError(f"{raw}: no such file or directory")
+    p = existing(raw)
     label = label or (p.stem if p.is_file() else p.resolve().name)
     if p.is_file():
         return Run(label, raw, (CheckpointRef(label, _recorded_step(p.parent), p.name, raw),))
