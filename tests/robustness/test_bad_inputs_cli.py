@@ -141,6 +141,12 @@ def _fifo(tmp, b, f):
     return [str(b), str(tmp / "pipe.safetensors")]
 
 
+def _fifo_shard(tmp, b, f):
+    (f / "model.safetensors").unlink()
+    os.mkfifo(f / "model.safetensors")
+    return [str(b), str(f)]
+
+
 def _out_is_directory(tmp, b, f):
     return [str(b), str(f), "--out", str(tmp)]
 
@@ -155,6 +161,7 @@ CASES = {
     "nonexistent fine-tuned": (lambda tmp, b, f: [str(b), str(tmp / "nope")], "nope: no such file or directory"),
     "a device as base": (lambda tmp, b, f: [os.devnull, str(f)], "null: not a regular file or directory"),
     "a fifo": (_fifo, "pipe.safetensors: not a regular file or directory"),
+    "a fifo as shard": (_fifo_shard, "model.safetensors: not a valid safetensors file (not a regular file)"),
     "no safetensors": (lambda tmp, b, f: [str(b), str((tmp / "empty").mkdir() or tmp / "empty")],
                        "no .safetensors files"),
     "pickles only": (_pickles_only, "pytorch_model.bin); dora-diag never unpickles"),
