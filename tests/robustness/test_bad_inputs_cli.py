@@ -295,3 +295,13 @@ def test_hostile_names_stay_on_one_line(tmp_path, capsys):
     code, _, err = call(capsys, "compare", str(b), str(f))
     assert code == 0
     assert err.count("\n") == 1 and "q_proj\\n\\x1b[2Jweight" in err and "\x1b" not in err
+
+
+def test_check_prints_the_same_warnings(tmp_path, capsys):
+    b, f, _, _ = _odd_pair(tmp_path)
+    js = tmp_path / "v.json"
+    code, out, err = call(capsys, "check", str(b), str(f), "--json", str(js))
+    assert code == 0, err
+    warnings = [line.removeprefix("dora-diag: warning: ") for line in err.splitlines() if line.strip()]
+    assert warnings and warnings == json.loads(js.read_text())["warnings"]
+    assert any("NaN/Inf" in w for w in warnings)
