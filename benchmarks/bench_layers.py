@@ -140,7 +140,7 @@ def _table(results: list[dict], norms: list[dict], command: str, batch: int, seq
                      f"| {od['peak_rss_mib']:.0f} / {pd['peak_rss_mib']:.0f} "
                      f"{'met' if od['peak_rss_mib'] <= pd['peak_rss_mib'] else 'MISSED'} |")
     lines += ["", "One detached row-norm evaluation of W0 + s·BA (µs, fastest of several, interleaved): from the "
-              "factors, through one fused addmm (our choice below 4096x4096 entries), and PEFT's way:", "",
+              "factors, through one fused addmm (our choice below 2048x2048 entries), and PEFT's way:", "",
               "| W0 shape | r | factored µs | fused dense µs | PEFT-style dense µs |", "|---|---|---|---|---|"]
     lines += [f"| {n['shape']} | {n['rank']} | {n['factored']:.0f} | {n['fused']:.0f} | {n['peft']:.0f} |" for n in norms]
     return "\n".join(lines + ["", END])

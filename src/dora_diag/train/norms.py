@@ -60,8 +60,8 @@ def fused_dense_row_norm(w0: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sca
 
 
 # W0 sizes (out·in) from which the factored norm beats the fused dense one (benchmarks/bench_layers.py:
-# about even at 4096x4096, 2-3x faster at 11008x4096, slower at MiniLM's 384x1536).
-FACTORED_MIN_ELEMENTS = 4096 * 4096
+# fused ahead at MiniLM sizes up to 1536x384, factored ahead from 4096x4096; 2048x2048 lies between).
+FACTORED_MIN_ELEMENTS = 2048 * 2048
 
 
 def dense_row_norm(weight: torch.Tensor) -> torch.Tensor:
