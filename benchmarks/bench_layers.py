@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks.md"
-START, END = "<!-- bench_layers:start -->", "<!-- bench_layers:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_section import write_section  # noqa: E402
 TARGETS = ("query", "key", "value", "dense")
 RANKS = (8, 16, 64)
 RUNS = (("ours", "lora"), ("ours", "dora"), ("peft", "lora"), ("peft", "dora"))
@@ -118,7 +118,7 @@ def norm_microbench(repeats: int = 50) -> list[dict]:
 
 def _table(results: list[dict], norms: list[dict], command: str, batch: int, seq: int, steps: int, load: str) -> str:
     by = {(r["impl"], r["method"], r["rank"]): r for r in results}
-    lines = [START, "## DoRA layers (`benchmarks/bench_layers.py`)", "",
+    lines = ["## DoRA layers (`benchmarks/bench_layers.py`)", "",
              f"MiniLM-sized BERT encoder (hidden 384, intermediate 1536, 6 layers), adapters on query/key/value/"
              f"all dense layers, alpha = 2r, batch {batch} x {seq} tokens, fwd + bwd + AdamW step, CPU, "
              f"2 torch threads. Step time = median over {steps} steps of the process CPU time (wall-clock median in "
@@ -143,19 +143,7 @@ def _table(results: list[dict], norms: list[dict], command: str, batch: int, seq
               "factors, through one fused addmm (our choice below 2048x2048 entries), and PEFT's way:", "",
               "| W0 shape | r | factored µs | fused dense µs | PEFT-style dense µs |", "|---|---|---|---|---|"]
     lines += [f"| {n['shape']} | {n['rank']} | {n['factored']:.0f} | {n['fused']:.0f} | {n['peft']:.0f} |" for n in norms]
-    return "\n".join(lines + ["", END])
-
-
-def write_section(section: str) -> None:
-    from dora_diag.outputs.atomic import write_atomic
-    REPORT.parent.mkdir(exist_ok=True)
-    text = REPORT.read_text(encoding="utf-8") if REPORT.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    write_atomic(REPORT, text)
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -187,7 +175,7 @@ def main() -> None:
                      batch, seq, steps, load)
     print(section)
     if not args.quick:
-        write_section(section)
+        write_section("bench_layers", section)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from ..io.safetensors_file import RowReader
 from ..metrics.kernels import ChannelChanges, ChannelSums, block_sums, channel_changes, chord_sums
 from .plan import Target, TensorPlan
 
-# Small enough that the fp32 temporaries of a block stay cache-friendly and below glibc's
+# Measured on 2 cores (benchmarks/): 1-2 MB blocks run the kernel at ~3 GB/s, 8 MB blocks at
+# ~0.3 GB/s. Small blocks keep the fp32 temporaries in cache and below glibc's
 # mmap threshold (freed buffers are reused instead of page-faulted in again).
-DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
+DEFAULT_BLOCK_BYTES = 1024 * 1024
 
 
 @dataclass
