@@ -147,15 +147,19 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def safetensors_mutants(path: Path, seed: int, truncations: int, header_flips: int, flips: int) -> list:
+    """Truncations, bit flips inside the header, and bit flips anywhere in a safetensors file."""
+    rng = random.Random(seed)
+    head = header_len(path.read_bytes())
+    return ([lambda raw: truncate(raw, rng)] * truncations + [lambda raw: flip(raw, rng, head)] * header_flips
+            + [lambda raw: flip(raw, rng)] * flips)
+
+
 def test_shard_truncations_and_bit_flips(models, tmp_path, capsys):
     base, merged, _, _ = models
     ft = _copy(merged, tmp_path / "ft")
     shard = ft / "model.safetensors"
-    rng = random.Random(8)
-    head = header_len(shard.read_bytes())
-    mutants = ([lambda raw: truncate(raw, rng)] * 12 + [lambda raw: flip(raw, rng, head)] * 30
-               + [lambda raw: flip(raw, rng)] * 8)
-    fuzz(capsys, tmp_path, shard, mutants, [str(base), str(ft)])
+    fuzz(capsys, tmp_path, shard, safetensors_mutants(shard, 8, 12, 30, 8), [str(base), str(ft)])
 
 
 def test_shard_header_type_confusion(models, tmp_path, capsys):
@@ -194,11 +198,7 @@ def test_adapter_weights_mutations(models, tmp_path, capsys):
     base, _, _, adapter = models
     ad = _copy(adapter, tmp_path / "adapter")
     weights = ad / "adapter_model.safetensors"
-    rng = random.Random(12)
-    head = header_len(weights.read_bytes())
-    mutants = ([lambda raw: truncate(raw, rng)] * 8 + [lambda raw: flip(raw, rng, head)] * 20
-               + [lambda raw: flip(raw, rng)] * 8)
-    fuzz(capsys, tmp_path, weights, mutants, [str(base), str(ad)])
+    fuzz(capsys, tmp_path, weights, safetensors_mutants(weights, 12, 8, 20, 8), [str(base), str(ad)])
 
 
 @pytest.mark.parametrize("patch,message", [
