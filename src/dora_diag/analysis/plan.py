@@ -42,10 +42,7 @@ class TensorPlan:
 
     @property
     def in_features(self) -> int:
-        per_row = 1
-        for s in self.info.shape[1:]:
-            per_row *= s
-        return self.info.shape[0] if self.transposed else per_row
+        return self.info.shape[0] if self.transposed else self.info.row_elements
 
 
 @dataclass

@@ -60,9 +60,8 @@ class Streamer:
 
     def run(self, plan: TensorPlan) -> list[TargetResult]:
         axis = self.reduce_axis(plan)
-        shape = plan.info.shape
-        channels = (lambda rows: rows) if axis == "out" else (lambda rows: _cols(shape))
-        sums = [ChannelSums.zeros(channels(t.rows), self.device) for t in plan.targets]
+        sums = [ChannelSums.zeros(t.rows if axis == "out" else plan.info.row_elements, self.device)
+                for t in plan.targets]
         for a, read, start, stop in self._blocks(plan, plan.targets):
             for i, (t, acc) in enumerate(zip(plan.targets, sums)):
                 if start >= t.rows:
@@ -157,13 +156,6 @@ class Streamer:
             else:
                 chord += chord_sums(a, c, safe(a_norm), safe(c_norm), axis)
         ch.dd = torch.where(ch.refine, (chord / 2).clamp(0, 2), ch.dd)
-
-
-def _cols(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape[1:]:
-        n *= s
-    return n
 
 
 def _nonfinite_sides(acc: ChannelSums, ch: ChannelChanges) -> tuple[str, ...]:

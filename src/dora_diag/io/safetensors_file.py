@@ -60,9 +60,14 @@ class TensorInfo:
         return self.dtype in FLOAT_DTYPES
 
     @property
+    def row_elements(self) -> int:
+        """Elements of one slice along the first axis (all later axes flattened)."""
+        return math.prod(self.shape[1:])
+
+    @property
     def row_bytes(self) -> int:
         """Bytes of one slice along the first axis."""
-        return math.prod(self.shape[1:]) * self.itemsize
+        return self.row_elements * self.itemsize
 
 
 def _bad(path: str, why: str) -> InputError:

@@ -48,9 +48,6 @@ class FullSource:
     def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         return self.reader.read_rows(self.checkpoint.tensors[name], start, stop)
 
-    def advise(self, name: str, start: int, stop: int) -> None:
-        self.reader.advise(self.checkpoint.tensors[name], start, stop)
-
     def bytes_read(self) -> int:
         return self.reader.bytes_read
 
