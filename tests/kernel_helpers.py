@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dora_diag.metrics.kernels import ChannelChanges, ChannelSums, block_sums, channel_changes, chord_sums
+from dora_diag.metrics.kernels import (ChannelChanges, ChannelSums, apply_chord, block_sums, channel_changes, chord_sums,
+                                       square_sums, unsure_c2)
 
 
 def kernel(a: torch.Tensor, c: torch.Tensor, axis: str = "out", blocks: int = 1) -> ChannelChanges:
@@ -14,8 +15,10 @@ def kernel(a: torch.Tensor, c: torch.Tensor, axis: str = "out", blocks: int = 1)
     bounds = torch.linspace(0, a.shape[0], blocks + 1).long().tolist()
     for s, e in zip(bounds, bounds[1:]):
         acc.add_(block_sums(a[s:e], c[s:e], axis), slice(s, e) if axis == "out" else None)
+    if unsure_c2(acc).any():
+        acc.c2 = square_sums(c, axis)
     ch = channel_changes(acc)
     if ch.refine.any():
         chord = chord_sums(a, c, acc.a2.sqrt(), acc.c2.sqrt(), axis)
-        ch.dd = torch.where(ch.refine, chord / 2, ch.dd)
+        apply_chord(ch, chord)
     return ch

@@ -162,6 +162,24 @@ def test_zero_rows_and_all_zero_tensors(tmp_path):
     assert "nan" not in dora_diag.compare(tmp_path / "b", tmp_path / "f").to_json().lower()
 
 
+@pytest.mark.parametrize("block_mb", [2.0, 1 / 256])
+def test_pruned_and_shrunk_rows_in_a_stream_of_blocks(tmp_path, block_mb):
+    """Rows zeroed or shrunk 1000x by fine-tuning: the streamer sums their |c|^2 from the
+    fine-tuned rows (a second pass) and matches float64, in one block or in many."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(64, 512, generator=g).bfloat16()
+    f = (w.float() + 1e-3 * torch.randn(64, 512, generator=g)).bfloat16()
+    f[5] = 0
+    f[9] = (w[9].float() * 1e-3 + 1e-6 * torch.randn(512, generator=g)).bfloat16()
+    write_checkpoint(tmp_path / "b", {"layers.0.q_proj.weight": w})
+    write_checkpoint(tmp_path / "f", {"layers.0.q_proj.weight": f})
+    row = dora_diag.compare(tmp_path / "b", tmp_path / "f", block_bytes=int(block_mb * 2**20)).table.iloc[0]
+    ref = reference_changes(w, f)
+    assert row["zero_rows"] == 1
+    assert row["delta_m"] == pytest.approx(ref["delta_m"], rel=1e-6)
+    assert row["delta_d"] == pytest.approx(ref["delta_d"], rel=1e-5)
+
+
 def test_different_architectures_match_nothing(make_pair, tmp_path):
     b, _, _, _ = make_pair()
     write_checkpoint(tmp_path / "other", {"h.0.attn.c_attn.weight": torch.ones(4, 12)})

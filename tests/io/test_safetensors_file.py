@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -95,3 +96,23 @@ def test_file_shrinking_after_header_read_is_an_input_error(st_file):
     path.write_bytes(path.read_bytes()[: infos["a"].offset + 4])
     with RowReader() as reader, pytest.raises(InputError, match="unexpected end of file"):
         reader.read_all(infos["a"])
+
+
+def test_read_ahead_windows_and_caller_buffers(tmp_path, monkeypatch):
+    """Sequential row reads into one reused buffer give the same rows; the kernel is asked for
+    the range ahead in contiguous pieces, not at every read, and anew after a jump back."""
+    w = torch.arange(64 * 1024, dtype=torch.float32).reshape(64, 1024)   # 4 KiB rows
+    save_file({"w": w}, str(tmp_path / "w.safetensors"))
+    info = read_header(str(tmp_path / "w.safetensors"))[0]["w"]
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off - info.offset, n)))
+    buf = torch.empty(4 * 4096, dtype=torch.uint8)
+    with RowReader(readahead=32 * 1024) as reader:
+        for start in range(0, 64, 4):
+            assert torch.equal(reader.read_rows(info, start, start + 4, out=buf), w[start:start + 4])
+        reader.read_rows(info, 0, 4, out=buf)
+    *stream, jump = calls
+    assert stream[0] == (16 * 1024, 32 * 1024)                    # right after the first read
+    assert all(off == prev_off + prev_n for (prev_off, prev_n), (off, _) in zip(stream, stream[1:]))
+    assert len(stream) <= 16 // 2 + 1                               # 16 reads of half a window
+    assert jump == (16 * 1024, 32 * 1024)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ckpt_helpers import reference_changes
+from dora_diag.metrics.kernels import block_sums, unsure_c2
 from kernel_helpers import kernel
 
 
@@ -97,6 +98,24 @@ def test_zero_rows_are_flagged_not_nan():
     assert ch.zero.tolist() == [False, True, False, False, True, False]
     assert torch.isfinite(ch.dd).all() and torch.isfinite(ch.dm).all()
     assert (ch.dd[ch.zero] == 0).all()
+
+
+@pytest.mark.parametrize("axis", ["out", "in"])
+def test_channels_that_lose_most_of_their_norm_resum_c2(axis):
+    """|c|^2 derived from sums of a and d cancels when c is ~1000x smaller than a; those
+    channels are summed from c itself and match the reference again."""
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(8, 4096, generator=g)
+    c = (a.double() * 1e-3 + 1e-5 * torch.randn(8, 4096, generator=g, dtype=torch.float64)).float()
+    a, c = (a, c) if axis == "out" else (a.T.contiguous(), c.T.contiguous())
+    dm_ref, dd_ref = per_row_reference(a, c) if axis == "out" else per_row_reference(a.T, c.T)
+    sums = block_sums(a, c, axis)
+    assert unsure_c2(sums).all()
+    exact_c2 = c.double().square().sum(dim=1 if axis == "out" else 0)
+    assert ((sums.c2 - exact_c2).abs() / exact_c2).max() > 1e-2   # derived |c|^2 alone is off
+    ch = kernel(a, c, axis)
+    torch.testing.assert_close(ch.dm, dm_ref, rtol=1e-5, atol=0)
+    torch.testing.assert_close(ch.dd, dd_ref, rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("blocks", [1, 3, 7])

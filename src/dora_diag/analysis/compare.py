@@ -12,7 +12,7 @@ import torch
 from ..errors import InputError
 from ..io.checkpoint import open_checkpoint
 from ..io.runs import expand_runs
-from ..io.safetensors_file import RowReader
+from ..io.safetensors_file import STREAM_READAHEAD, RowReader
 from ..io.sources import FineTunedSource, open_source
 from ..metrics.device import resolve_device
 from .analysis import Analysis
@@ -52,7 +52,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     base_ckpt = open_checkpoint(base)
     runs = expand_runs(list(finetuned))
     with ExitStack() as stack:
-        reader = stack.enter_context(RowReader())
+        reader = stack.enter_context(RowReader(STREAM_READAHEAD))
         opened: list[tuple] = []
         for run in runs:
             for ref in run.checkpoints:
@@ -63,7 +63,6 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         if not plan.tensors:
             raise InputError(_nothing_matched(base, plan))
         streamer = Streamer(reader, dev, axis, block_bytes, progress.advance)
-        stack.callback(streamer.close)
         total = sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in plan.tensors)
         progress.start(total, len(plan.tensors))
         rows: list[dict] = []

@@ -1,25 +1,25 @@
 """Stream each planned base tensor once, in row blocks, against all its fine-tuned targets.
 
-Memory stays bounded by the block size: one base block plus one fine-tuned block at a time,
-and a few fp64 vectors per target (one value per channel).
+Memory stays bounded by the block size: a reused read buffer per source (two on CUDA), one
+fp32 scratch, and a few fp64 vectors per target (one value per channel).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 
 from ..io.safetensors_file import RowReader
-from ..metrics.kernels import ChannelChanges, ChannelSums, block_sums, channel_changes, chord_sums
+from ..metrics.kernels import (ChannelChanges, ChannelSums, Scratch, apply_chord, block_sums, channel_changes,
+                               chord_sums, square_sums, unsure_c2)
 from .plan import Target, TensorPlan
 
-# Measured on 2 cores (benchmarks/): 1-2 MB blocks run the kernel at ~3 GB/s, 8 MB blocks at
-# ~0.3 GB/s. Small blocks keep the fp32 temporaries in cache and below glibc's
-# mmap threshold (freed buffers are reused instead of page-faulted in again).
-DEFAULT_BLOCK_BYTES = 1024 * 1024
+# Measured on 2 cores (benchmarks/): per-row sums run fastest on 2 MB blocks; column sums
+# (``axis="in"``) keep 2.5x more fp32 scratch per element and run fastest on a quarter of that.
+DEFAULT_BLOCK_BYTES = 2 << 20
+IN_AXIS_BLOCK_SHARE = 4
 
 
 @dataclass
@@ -40,19 +40,58 @@ def _row_blocks(rows: int, row_bytes: int, block_bytes: int) -> Iterator[tuple[i
         yield start, min(rows, start + step)
 
 
+class _ReadBuffers:
+    """Reused byte buffers, one per source, that row blocks are read into.
+
+    For CUDA they are pinned and come in two sets, so block i+1 can be read into one set while
+    the asynchronous host-to-device copy of block i from the other may still run; an event per
+    set tells when it may be refilled.
+    """
+
+    def __init__(self, device: torch.device):
+        self._cuda = device.type == "cuda"
+        sets = 2 if self._cuda else 1
+        self._sets: list[dict[int, torch.Tensor]] = [{} for _ in range(sets)]
+        self._copied: list[torch.cuda.Event | None] = [None] * sets
+        self._slot = 0
+
+    def next_set(self) -> None:
+        self._slot = (self._slot + 1) % len(self._sets)
+        done = self._copied[self._slot]
+        if done is not None:
+            done.synchronize()
+
+    def get(self, key: int, nbytes: int) -> torch.Tensor:
+        buf = self._sets[self._slot].get(key)
+        if buf is None or buf.numel() < nbytes:
+            buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self._cuda)
+            self._sets[self._slot][key] = buf
+        return buf
+
+    def to_device(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if not self._cuda:
+            return x
+        out = x.to(device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self._copied[self._slot] = done
+        return out
+
+
 class Streamer:
-    """Computes per-channel changes for every target of a tensor plan."""
+    """Computes per-channel changes for every target of a tensor plan.
+
+    Reads are synchronous; they overlap the compute all the same: on CPU the reader keeps the
+    kernel's asynchronous read-ahead a window in front of the stream, on CUDA the copies and
+    kernels run asynchronously while the next block is read.
+    """
 
     def __init__(self, reader: RowReader, device: torch.device, axis: str = "out",
                  block_bytes: int = DEFAULT_BLOCK_BYTES, on_bytes: Callable[[int], None] | None = None):
         self.reader, self.device, self.axis = reader, device, axis
         self.block_bytes, self.on_bytes = block_bytes, on_bytes or (lambda n: None)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dora-diag-read")
-        self._pinned: torch.Tensor | None = None
-        self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._buffers = _ReadBuffers(device)
+        self._scratch = Scratch()
 
     def reduce_axis(self, plan: TensorPlan) -> str:
         """Kernel axis on the stored layout: output channels of a (in, out) tensor are columns."""
@@ -70,10 +109,12 @@ class Streamer:
                 part = self._factor_sums(t, a[:n], start, axis)
                 if part is None:
                     c = read[i] if i in read else self._target_rows(t, a, start, stop)
-                    part = block_sums(a[:n], c, axis)
+                    part = block_sums(a[:n], c, axis, self._scratch)
                 acc.add_(part, slice(start, start + n) if axis == "out" else None)
         results = []
         for t, acc in zip(plan.targets, sums):
+            if bool(unsure_c2(acc).any()):
+                acc.c2 = self._channel_pass(plan, t, axis, lambda a, c, ch: square_sums(c, axis))
             changes = channel_changes(acc)
             if bool(changes.refine.any()):
                 self._refine(plan, t, acc, changes, axis)
@@ -83,55 +124,31 @@ class Streamer:
     def _blocks(self, plan: TensorPlan, targets: list[Target], limit: int | None = None
                 ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor], int, int]]:
         """Base row blocks ``(rows, cols)`` on the device, with the rows of full fine-tuned
-        targets (by index in ``targets``) already read.
-
-        A worker thread loads block i+1 (reads release the GIL) while the caller computes on
-        block i, so I/O overlaps compute; at most two blocks per source are in memory.
-        """
+        targets (by index in ``targets``) already read. A block lives in reused buffers: it is
+        valid until the next one is asked for."""
         info = plan.info
         rows = info.shape[0] if limit is None else limit
-        blocks = list(_row_blocks(rows, info.row_bytes, self.block_bytes))
-        if not blocks:
-            return
-        pending = self._pool.submit(self._load, plan, targets, *blocks[0])
-        for i in range(len(blocks)):
-            a, read, nbytes = pending.result()
-            if i + 1 < len(blocks):
-                self.reader.advise(info, *blocks[i + 1])
-                pending = self._pool.submit(self._load, plan, targets, *blocks[i + 1])
+        block_bytes = self.block_bytes // (1 if self.reduce_axis(plan) == "out" else IN_AXIS_BLOCK_SHARE)
+        for start, stop in _row_blocks(rows, info.row_bytes, block_bytes):
+            self._buffers.next_set()
+            a, read, nbytes = self._load(plan, targets, start, stop)
             self.on_bytes(nbytes)
-            if self.device.type == "cuda":
-                # Tensors staged by the worker's copy stream are used on this thread's stream.
-                for x in (a, *read.values()):
-                    x.record_stream(torch.cuda.current_stream(self.device))
-            yield a, read, *blocks[i]
+            yield a, read, start, stop
 
     def _load(self, plan: TensorPlan, targets: list[Target], start: int, stop: int
               ) -> tuple[torch.Tensor, dict[int, torch.Tensor], int]:
-        block = self.reader.read_rows(plan.info, start, stop)
+        info = plan.info
+        block = self.reader.read_rows(info, start, stop, self._buffers.get(-1, (stop - start) * info.row_bytes))
         nbytes = block.numel() * block.element_size()
         read: dict[int, torch.Tensor] = {}
         for i, t in enumerate(targets):
             if t.source.kind == "full" and start < t.rows:
-                c = t.source.rows(t.name, block, start, min(stop, t.rows))
+                n = min(stop, t.rows) - start
+                buf = self._buffers.get(i, n * t.source.infos()[t.name].row_bytes)
+                c = t.source.rows(t.name, block, start, start + n, buf)
                 nbytes += c.numel() * c.element_size()
-                read[i] = self._stage(c.reshape(c.shape[0], -1))
-        return self._stage(block.reshape(stop - start, -1)), read, nbytes
-
-    def _stage(self, x: torch.Tensor) -> torch.Tensor:
-        """Move a host block to the device. For CUDA: through a reused pinned buffer and an
-        asynchronous copy on a side stream, waited for here in the worker thread."""
-        if self.device.type != "cuda":
-            return x
-        nbytes = x.numel() * x.element_size()
-        if self._pinned is None or self._pinned.numel() < nbytes:
-            self._pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-        staged = self._pinned[:nbytes].view(x.dtype).view(x.shape)
-        staged.copy_(x)
-        with torch.cuda.stream(self._copy_stream):
-            out = staged.to(self.device, non_blocking=True)
-        self._copy_stream.synchronize()
-        return out
+                read[i] = self._buffers.to_device(c.reshape(n, -1), self.device)
+        return self._buffers.to_device(block.reshape(stop - start, -1), self.device), read, nbytes
 
     def _factor_sums(self, t: Target, a: torch.Tensor, start: int, axis: str) -> ChannelSums | None:
         """Sums straight from an adapter's low-rank factors, when its source offers them."""
@@ -146,16 +163,26 @@ class Streamer:
 
     def _refine(self, plan: TensorPlan, t: Target, acc: ChannelSums, ch: ChannelChanges, axis: str) -> None:
         """Second pass for nearly radial channels: fp64 chord instead of the difference formula."""
-        a_norm, c_norm = acc.a2.sqrt(), acc.c2.sqrt()
         safe = lambda n: n.where(n > 0, torch.ones_like(n))  # noqa: E731
-        chord = torch.zeros_like(a_norm)
+        a_norm, c_norm = safe(acc.a2.sqrt()), safe(acc.c2.sqrt())
+        apply_chord(ch, self._channel_pass(plan, t, axis,
+                                           lambda a, c, ch: chord_sums(a, c, a_norm[ch], c_norm[ch], axis)))
+
+    def _channel_pass(self, plan: TensorPlan, t: Target, axis: str,
+                      fn: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
+        """Stream target ``t`` again and total ``fn(a, c, channels)`` per channel in fp64;
+        ``channels`` selects the block's channels (all of them for ``axis="in"``)."""
+        total = None
         for a, read, start, stop in self._blocks(plan, [t], limit=t.rows):
             c = read[0] if read else self._target_rows(t, a, start, stop)
             if axis == "out":
-                chord[start:stop] = chord_sums(a, c, safe(a_norm[start:stop]), safe(c_norm[start:stop]), axis)
+                part = fn(a, c, slice(start, stop))
+                total = torch.zeros(t.rows, dtype=torch.float64, device=self.device) if total is None else total
+                total[start:stop] = part
             else:
-                chord += chord_sums(a, c, safe(a_norm), safe(c_norm), axis)
-        ch.dd = torch.where(ch.refine, (chord / 2).clamp(0, 2), ch.dd)
+                part = fn(a, c, slice(None))
+                total = part if total is None else total + part
+        return total
 
 
 def _nonfinite_sides(acc: ChannelSums, ch: ChannelChanges) -> tuple[str, ...]:

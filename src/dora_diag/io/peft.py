@@ -159,11 +159,12 @@ class AdapterSource:
     def infos(self) -> dict[str, TensorInfo]:
         return {name: e.info for name, e in self._entries.items()}
 
-    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
+             out: torch.Tensor | None = None) -> torch.Tensor:
         """Effective rows ``start:stop`` (stored layout, shape of ``base_rows`` flattened to 2-D)."""
         e = self._entries[name]
         if e.kind == "full":
-            return self.reader.read_rows(e.info, start, stop)
+            return self.reader.read_rows(e.info, start, stop, out)
         w = base_rows.reshape(stop - start, -1)
         if e.kind == "tokens":
             return self._token_rows(e, w, start, stop)

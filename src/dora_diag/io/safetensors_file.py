@@ -126,15 +126,26 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, size: int
     return TensorInfo(name, dtype, tuple(shape), path, data_start + begin, expected)
 
 
-class RowReader:
-    """Reads row ranges of tensors with ``preadv`` into fresh uninitialised buffers.
+# Read-ahead window for sequential streams: large enough to keep a disk busy while the
+# kernel computes on a block, small enough that the base and fine-tuned files, read in
+# alternation, do not evict each other's pages or seek-thrash (benchmarks/).
+STREAM_READAHEAD = 16 << 20
 
-    File descriptors are opened lazily and kept until ``close``. ``advise`` tells the kernel
-    to start reading a range ahead of time so I/O overlaps the compute on the current block.
+
+class RowReader:
+    """Reads row ranges of tensors with ``preadv`` into fresh or caller-owned buffers.
+
+    File descriptors are opened lazily and kept until ``close``. With ``readahead`` > 0 each
+    read also asks the kernel (``POSIX_FADV_WILLNEED``, asynchronous) for the next that many
+    bytes of the file, so a sequential stream finds its data in the page cache while it
+    computes on the previous block; the request is renewed in half-window steps to keep the
+    calls rare when the cache is already warm.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, readahead: int = 0) -> None:
         self._fds: dict[str, int] = {}
+        self._advised: dict[int, int] = {}   # fd -> end of the range already requested
+        self.readahead = readahead if hasattr(os, "posix_fadvise") else 0
         self.bytes_read = 0
 
     def _fd(self, path: str) -> int:
@@ -147,10 +158,14 @@ class RowReader:
             self._fds[path] = fd
         return fd
 
-    def read_rows(self, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``."""
+    def read_rows(self, info: TensorInfo, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``.
+
+        ``out``, a uint8 CPU tensor of at least that many bytes, is filled and viewed instead
+        of allocating (the streamer reuses two such buffers per source).
+        """
         nbytes = (stop - start) * info.row_bytes
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+        buf = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]
         self._pread_into(info, buf, info.offset + start * info.row_bytes)
         return buf.view(DTYPES[info.dtype][0]).view(stop - start, *info.shape[1:])
 
@@ -165,6 +180,8 @@ class RowReader:
     def _pread_into(self, info: TensorInfo, buf: torch.Tensor, offset: int) -> None:
         fd = self._fd(info.path)
         view = memoryview(buf.numpy())
+        if self.readahead:
+            self._read_ahead(fd, offset + len(view))
         done = 0
         while done < len(view):
             try:
@@ -176,16 +193,19 @@ class RowReader:
             done += got
         self.bytes_read += done
 
-    def advise(self, info: TensorInfo, start: int, stop: int) -> None:
-        if hasattr(os, "posix_fadvise"):
-            fd = self._fd(info.path)
-            os.posix_fadvise(fd, info.offset + start * info.row_bytes, (stop - start) * info.row_bytes,
-                             os.POSIX_FADV_WILLNEED)
+    def _read_ahead(self, fd: int, end: int) -> None:
+        until = self._advised.get(fd, 0)
+        if until < end or until > end + self.readahead:   # first read, or a jump: new window
+            until = end
+        if until - end < self.readahead // 2:
+            os.posix_fadvise(fd, until, end + self.readahead - until, os.POSIX_FADV_WILLNEED)
+            self._advised[fd] = end + self.readahead
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._advised.clear()
 
     def __enter__(self) -> "RowReader":
         return self

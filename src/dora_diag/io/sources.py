@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InputError
 from .checkpoint import ADAPTER_CONFIG, Checkpoint, open_checkpoint
-from .safetensors_file import RowReader, TensorInfo
+from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo
 
 
 class FineTunedSource(Protocol):
@@ -24,8 +24,12 @@ class FineTunedSource(Protocol):
     def infos(self) -> dict[str, TensorInfo]:
         """Tensors this source can produce, by its own names (shapes as stored)."""
 
-    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Fine-tuned rows ``start:stop`` of tensor ``name``, shaped like ``base_rows``."""
+    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+        """Fine-tuned rows ``start:stop`` of tensor ``name``, shaped like ``base_rows``.
+
+        Rows read from disk go into ``out`` (a uint8 buffer) when given; computed rows ignore it.
+        """
 
     def bytes_read(self) -> int: ...
 
@@ -40,13 +44,14 @@ class FullSource:
     def __init__(self, checkpoint: Checkpoint):
         self.checkpoint = checkpoint
         self.config = checkpoint.config
-        self.reader = RowReader()
+        self.reader = RowReader(STREAM_READAHEAD)
 
     def infos(self) -> dict[str, TensorInfo]:
         return self.checkpoint.tensors
 
-    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        return self.reader.read_rows(self.checkpoint.tensors[name], start, stop)
+    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reader.read_rows(self.checkpoint.tensors[name], start, stop, out)
 
     def bytes_read(self) -> int:
         return self.reader.bytes_read

@@ -10,7 +10,9 @@ is pure rounding noise. With ``d = c - a`` (exact in fp32 for bf16/fp16 inputs) 
     1 - cos   = (|d|^2 - (|c| - |a|)^2) / (2 |a| |c|)
 
 whose terms are each accurate to their own size: sums run in fp32 per block and are combined
-in fp64. The subtraction only loses digits when the change is almost purely radial
+in fp64. Per block only ``|a|^2``, ``<a, d>`` and ``|d|^2`` are summed (one batched Gram
+product); ``|c|^2`` follows from them except where a channel lost most of its norm, which
+``unsure_c2`` flags for a sum over c itself (``square_sums``). The subtraction only loses digits when the change is almost purely radial
 (``(|c| - |a|)^2`` close to ``|d|^2``); those channels are flagged and recomputed from the
 chord ``|a/|a| - c/|c||^2 / 2`` in fp64 (``chord_sums``), which has no cancellation.
 """
@@ -24,6 +26,13 @@ import torch
 # Recompute a channel in fp64 when the direction term keeps less than this share of |d|^2:
 # fp32 sums carry ~1e-6 relative error, so the result keeps ~1e-4 relative accuracy or better.
 REFINE_BELOW = 1e-2
+
+# |c|^2 = |a|^2 + 2<a,d> + |d|^2 carries an absolute error of ~1e-6 (|a|^2 + |d|^2); below a
+# tenth of that scale (the channel lost most of its norm, or was zeroed) it is summed from c.
+RESUM_C2_BELOW = 0.1
+
+# Types that mix with an fp32 operand without a copy (float8 does not promote).
+_PROMOTES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 @dataclass
@@ -50,17 +59,65 @@ class ChannelSums:
         return ChannelSums(self.a2.cpu(), self.c2.cpu(), self.d2.cpu(), self.p.cpu())
 
 
-def block_sums(a: torch.Tensor, c: torch.Tensor, axis: str = "out") -> ChannelSums:
+class Scratch:
+    """Grow-only fp32 scratch memory for ``block_sums``, reused block after block.
+
+    Temporaries allocated per block are freed and page-faulted in again every time once they
+    pass glibc's mmap threshold; a reused buffer also stays in cache.
+    """
+
+    def __init__(self) -> None:
+        self._buf: torch.Tensor | None = None
+
+    def take(self, numel: int, device: torch.device) -> torch.Tensor:
+        if self._buf is None or self._buf.numel() < numel or self._buf.device != device:
+            self._buf = torch.empty(numel, dtype=torch.float32, device=device)
+        return self._buf[:numel]
+
+
+def block_sums(a: torch.Tensor, c: torch.Tensor, axis: str = "out", scratch: Scratch | None = None) -> ChannelSums:
     """Sums for one block pair ``a`` (base) and ``c`` (fine-tuned), both of shape (rows, cols).
 
     ``axis="out"`` reduces over dim 1 (one value per row), ``"in"`` over dim 0 (per column).
+    With ``d = c - a``: ``p = <d, a + c> = 2 <a, d> + |d|^2`` and ``|c|^2 = |a|^2 + p``, so
+    three sums of a and d suffice (see ``unsure_c2`` for where the latter is not enough).
     """
-    dim = 1 if axis == "out" else 0
-    a, c = a.float(), c.float()
-    d = c - a
-    norm = torch.linalg.vector_norm
-    sq = lambda x: norm(x, dim=dim).double().square()  # noqa: E731
-    return ChannelSums(sq(a), sq(c), sq(d), torch.linalg.vecdot(d, a + c, dim=dim).double())
+    rows, cols = a.shape
+    if c.dtype not in _PROMOTES:
+        c = c.float()
+    x = (scratch or Scratch()).take((2 if axis == "out" else 5) * rows * cols, a.device)
+    if axis == "out":
+        # Channel r holds a_r and d_r side by side: one batched 2x2 Gram matrix per row.
+        x = x.view(rows, 2, cols)
+        a32, d = x[:, 0], x[:, 1]
+    else:
+        a32, d = x[: rows * cols].view(rows, cols), x[rows * cols: 2 * rows * cols].view(rows, cols)
+    a32.copy_(a)
+    torch.sub(c, a32, out=d)   # computed in fp32: exact for bf16/fp16 inputs
+    if axis == "out":
+        g = torch.bmm(x, x.transpose(1, 2)).double()
+        a2, ad, d2 = g[:, 0, 0], g[:, 0, 1], g[:, 1, 1]
+    else:
+        # Column sums: three product planes reduced over rows by one product with a ones
+        # vector (reductions over dim 0 run ~10x slower).
+        prod = x[2 * rows * cols:].view(3, rows, cols)
+        torch.mul(a32, a32, out=prod[0])
+        torch.mul(a32, d, out=prod[1])
+        torch.mul(d, d, out=prod[2])
+        a2, ad, d2 = (torch.ones(rows, dtype=torch.float32, device=a.device) @ prod).double()
+    p = 2 * ad + d2
+    return ChannelSums(a2, a2 + p, d2, p)
+
+
+def unsure_c2(s: ChannelSums) -> torch.Tensor:
+    """bool per channel: ``s.c2`` is not accurate to ~1e-5 (or not finite) and must be summed
+    from c itself."""
+    return ~(s.c2 >= RESUM_C2_BELOW * (s.a2 + s.d2))
+
+
+def square_sums(x: torch.Tensor, axis: str = "out") -> torch.Tensor:
+    """fp64 ``sum x^2`` per channel of a block of shape (rows, cols)."""
+    return x.double().square().sum(dim=1 if axis == "out" else 0)
 
 
 def chord_sums(a: torch.Tensor, c: torch.Tensor, a_norm: torch.Tensor, c_norm: torch.Tensor,
@@ -100,3 +157,10 @@ def channel_changes(s: ChannelSums) -> ChannelChanges:
     nan = torch.full_like(dm, torch.nan)
     return ChannelChanges(dm.where(~nonfinite, nan), dd.clamp(0, 2).where(~nonfinite, nan), m0, zero, refine,
                           nonfinite)
+
+
+def apply_chord(ch: ChannelChanges, chord: torch.Tensor) -> None:
+    """Replace ``dd`` of the refined channels by half the chord sum (normalised rows can
+    exceed length 1 by an ulp, hence the clamp)."""
+    ch.dd = torch.where(ch.refine, (chord / 2).clamp(0, 2), ch.dd)
+
