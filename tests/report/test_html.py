@@ -50,12 +50,19 @@ def test_report_sections_and_figures(small_analysis):
     # 2 scatters + 2 profiles + 4 heatmaps + trajectory + training
     assert len(data) == len(divs) == 10
     assert all(json.loads(s)["data"] for s in data)
-    assert page.count("plotly.js v") == 1   # inlined exactly once
+    assert page.count("* plotly.js (cartesian - minified) v") == 1   # inlined exactly once
     assert "https://" not in page.split("<script>")[0]   # no external stylesheet or script
     nav = re.search(r'<nav class="toc">(.*?)</nav>', page).group(1)
     for target in re.findall(r'href="#(s\d+)"', nav):
         assert f'<h2 id="{target}">' in page
     assert nav.count("<a ") == 11
+
+
+def test_full_plotly_bundle_when_plotly_py_has_another_major(small_analysis, monkeypatch):
+    from dora_diag.report import html
+    monkeypatch.setattr(html, "get_plotlyjs_version", lambda: "9.0.0")
+    page = render_report(small_analysis)
+    assert page.count("* plotly.js v") == 1 and "plotly.js (cartesian" not in page
 
 
 def test_verdict_cards_when_present():
