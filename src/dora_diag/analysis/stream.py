@@ -73,7 +73,7 @@ class _ReadBuffers:
             return x
         out = x.to(device, non_blocking=True)
         done = torch.cuda.Event()
-        done.record()
+        done.record(torch.cuda.current_stream(device))
         self._copied[self._slot] = done
         return out
 
