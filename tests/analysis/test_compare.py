@@ -91,6 +91,27 @@ def test_block_size_and_device_do_not_change_results(llama_run):
     pd.testing.assert_frame_equal(big, small, rtol=1e-6)
 
 
+def test_streams_larger_than_memory_drop_what_they_read(llama_run, monkeypatch):
+    """Past half the available memory every range read is dropped from the page cache after
+    use (and only then); the numbers do not change."""
+    import os
+
+    from dora_diag.analysis import compare as compare_mod
+
+    base, run = llama_run
+    kept = dora_diag.compare(base, run).table
+    dropped = []
+    fadvise = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: (
+        dropped.append(n) if advice == os.POSIX_FADV_DONTNEED else None, fadvise(fd, off, n, advice)))
+    dora_diag.compare(base, run)
+    assert dropped == []
+    monkeypatch.setattr(compare_mod, "available_memory", lambda: 1000)
+    a = dora_diag.compare(base, run)
+    pd.testing.assert_frame_equal(a.table, kept)
+    assert sum(dropped) == a.meta["bytes_read"]
+
+
 def test_gpt2_conv1d_is_measured_per_output_channel(tmp_path):
     cfg = transformers.GPT2Config(vocab_size=80, n_positions=16, n_embd=24, n_layer=2, n_head=2)
     torch.manual_seed(1)

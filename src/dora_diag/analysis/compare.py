@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..io.checkpoint import open_checkpoint
 from ..io.runs import expand_runs
 from ..io.safetensors_file import STREAM_READAHEAD, RowReader
-from ..io.sources import FineTunedSource, open_source
+from ..io.sources import FineTunedSource, FullSource, open_source
 from ..metrics.device import resolve_device
 from .analysis import Analysis
 from .plan import make_plan
@@ -64,6 +64,11 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
             raise InputError(_nothing_matched(base, plan))
         streamer = Streamer(reader, dev, axis, block_bytes, progress.advance)
         total = sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in plan.tensors)
+        if total > available_memory() // 2:
+            # The page cache cannot keep this stream anyway: reading it through would evict
+            # everything else first (and cost reclaim work, ~15% on a 28 GB pair in 24 GB).
+            for r in [reader] + [s.reader for _, s in opened if isinstance(s, FullSource)]:
+                r.drop_behind = True
         progress.start(total, len(plan.tensors))
         rows: list[dict] = []
         log = WarningLog()
@@ -99,6 +104,18 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened)}
     rows.sort(key=lambda r: position[(r["run"], r["checkpoint"])])
     return Analysis(build_table(rows), meta)
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo in bytes; unknown (not Linux) counts as unlimited."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
 
 
 def _nothing_matched(base: str | os.PathLike, plan) -> str:

@@ -139,13 +139,15 @@ class RowReader:
     read also asks the kernel (``POSIX_FADV_WILLNEED``, asynchronous) for the next that many
     bytes of the file, so a sequential stream finds its data in the page cache while it
     computes on the previous block; the request is renewed in half-window steps to keep the
-    calls rare when the cache is already warm.
+    calls rare when the cache is already warm. With ``drop_behind`` the pages just read leave
+    the page cache (a stream larger than memory would otherwise evict everything else first).
     """
 
     def __init__(self, readahead: int = 0) -> None:
         self._fds: dict[str, int] = {}
         self._advised: dict[int, int] = {}   # fd -> end of the range already requested
         self.readahead = readahead if hasattr(os, "posix_fadvise") else 0
+        self.drop_behind = False
         self.bytes_read = 0
 
     def _fd(self, path: str) -> int:
@@ -192,6 +194,8 @@ class RowReader:
                 raise InputError(f"{info.path}: unexpected end of file in tensor {info.name!r}; truncated?")
             done += got
         self.bytes_read += done
+        if self.drop_behind and self.readahead:
+            os.posix_fadvise(fd, offset, done, os.POSIX_FADV_DONTNEED)
 
     def _read_ahead(self, fd: int, end: int) -> None:
         until = self._advised.get(fd, 0)
