@@ -31,7 +31,10 @@ def test_sigint_mid_run_exits_130_and_leaves_no_files(make_pair, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "dora_diag", "compare", str(b), str(f), "--block-mb", "0.0002",
          "--csv", str(out / "t.csv"), "--json", str(out / "s.json"), "--out", str(out / "r.html")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A job started in the background by a non-interactive shell inherits SIGINT ignored;
+        # Python then installs no handler and Ctrl-C would do nothing at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not _has_open(proc.pid, f / "model.safetensors"):
