@@ -91,6 +91,23 @@ def test_block_size_and_device_do_not_change_results(llama_run):
     pd.testing.assert_frame_equal(big, small, rtol=1e-6)
 
 
+def test_concurrent_streams_do_not_change_results(llama_run, monkeypatch):
+    import torch
+
+    from dora_diag.analysis import compare as compare_mod
+
+    base, run = llama_run
+    threads = torch.get_num_threads()
+    results = {}
+    for streams in (1, 3):
+        monkeypatch.setattr(compare_mod, "cpu_streams", lambda device: streams)
+        a = dora_diag.compare(base, run, block_bytes=4096)
+        results[streams] = a
+        assert torch.get_num_threads() == threads   # restored
+    pd.testing.assert_frame_equal(results[1].table, results[3].table)
+    assert results[1].meta["bytes_read"] == results[3].meta["bytes_read"]
+
+
 def test_streams_larger_than_memory_drop_what_they_read(llama_run, monkeypatch):
     """Past half the available memory every range read is dropped from the page cache after
     use (and only then); the numbers do not change."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from typing import Callable
 
 import torch
@@ -14,10 +15,10 @@ from ..io.checkpoint import open_checkpoint
 from ..io.runs import expand_runs
 from ..io.safetensors_file import STREAM_READAHEAD, RowReader
 from ..io.sources import FineTunedSource, FullSource, open_source
-from ..metrics.device import resolve_device
+from ..metrics.device import cpu_streams, intra_op_threads, resolve_device
 from .analysis import Analysis
 from .plan import make_plan
-from .stream import DEFAULT_BLOCK_BYTES, Streamer
+from .stream import DEFAULT_BLOCK_BYTES, Streamer, run_all
 from .table import build_table, rows_for
 from .warnings import WarningLog
 
@@ -62,7 +63,10 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         plan = make_plan(base_ckpt, opened, split_fused=split_fused)
         if not plan.tensors:
             raise InputError(_nothing_matched(base, plan))
-        streamer = Streamer(reader, dev, axis, block_bytes, progress.advance)
+        # Adapter sources cache one tensor's factors at a time: their tensors go one by one.
+        streams = cpu_streams(dev) if all(isinstance(s, FullSource) for _, s in opened) else 1
+        advance = _serialized(progress.advance)
+        streamers = [Streamer(reader, dev, axis, block_bytes, advance) for _ in range(streams)]
         total = sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in plan.tensors)
         if total > available_memory() // 2:
             # The page cache cannot keep this stream anyway: reading it through would evict
@@ -73,11 +77,12 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         rows: list[dict] = []
         log = WarningLog()
         try:
-            for tp in plan.tensors:
-                results = streamer.run(tp)
-                rows.extend(rows_for(tp, results))
-                log.add(tp, results)
-                progress.tensor_done(tp.info.name)
+            with intra_op_threads(torch.get_num_threads() // streams), \
+                    closing(run_all(plan.tensors, streamers)) as all_results:
+                for tp, results in zip(plan.tensors, all_results):
+                    rows.extend(rows_for(tp, results))
+                    log.add(tp, results)
+                    progress.tensor_done(tp.info.name)
         finally:
             progress.finish()
         bytes_read = reader.bytes_read + sum(s.bytes_read() for _, s in opened)
@@ -104,6 +109,16 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened)}
     rows.sort(key=lambda r: position[(r["run"], r["checkpoint"])])
     return Analysis(build_table(rows), meta)
+
+
+def _serialized(fn: Callable[[int], None]) -> Callable[[int], None]:
+    """``fn`` callable from several streaming threads (a progress bar is not thread-safe)."""
+    lock = threading.Lock()
+
+    def call(n: int) -> None:
+        with lock:
+            fn(n)
+    return call
 
 
 def available_memory() -> int:

@@ -6,6 +6,9 @@ fp32 scratch, and a few fp64 vectors per target (one value per channel).
 
 from __future__ import annotations
 
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -78,6 +81,10 @@ class _ReadBuffers:
         return out
 
 
+class Cancelled(Exception):
+    """A streamer was stopped because another one failed or the run was interrupted."""
+
+
 class Streamer:
     """Computes per-channel changes for every target of a tensor plan.
 
@@ -92,6 +99,7 @@ class Streamer:
         self.block_bytes, self.on_bytes = block_bytes, on_bytes or (lambda n: None)
         self._buffers = _ReadBuffers(device)
         self._scratch = Scratch()
+        self.cancel = threading.Event()
 
     def reduce_axis(self, plan: TensorPlan) -> str:
         """Kernel axis on the stored layout: output channels of a (in, out) tensor are columns."""
@@ -130,6 +138,8 @@ class Streamer:
         rows = info.shape[0] if limit is None else limit
         block_bytes = self.block_bytes // (1 if self.reduce_axis(plan) == "out" else IN_AXIS_BLOCK_SHARE)
         for start, stop in _row_blocks(rows, info.row_bytes, block_bytes):
+            if self.cancel.is_set():
+                raise Cancelled
             self._buffers.next_set()
             a, read, nbytes = self._load(plan, targets, start, stop)
             self.on_bytes(nbytes)
@@ -183,6 +193,33 @@ class Streamer:
                 part = fn(a, c, slice(None))
                 total = part if total is None else total + part
         return total
+
+
+def run_all(plans: list[TensorPlan], streamers: list[Streamer]) -> Iterator[list[TargetResult]]:
+    """Every plan's results, in order. With several streamers, as many tensors run at once, one
+    per thread (reads and torch ops release the GIL); when the caller stops early (an error,
+    Ctrl-C) the others stop at their next block before this returns. Close it when done."""
+    if len(streamers) == 1:
+        yield from map(streamers[0].run, plans)
+        return
+    free: queue.SimpleQueue[Streamer] = queue.SimpleQueue()
+    for s in streamers:
+        free.put(s)
+
+    def work(plan: TensorPlan) -> list[TargetResult]:
+        s = free.get()   # never waits: one streamer per pool thread
+        try:
+            return s.run(plan)
+        finally:
+            free.put(s)
+
+    pool = ThreadPoolExecutor(len(streamers), thread_name_prefix="dora-diag-stream")
+    try:
+        yield from pool.map(work, plans)
+    finally:
+        for s in streamers:
+            s.cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _nonfinite_sides(acc: ChannelSums, ch: ChannelChanges) -> tuple[str, ...]:

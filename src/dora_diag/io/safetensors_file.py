@@ -15,6 +15,7 @@ import math
 import os
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -141,24 +142,28 @@ class RowReader:
     computes on the previous block; the request is renewed in half-window steps to keep the
     calls rare when the cache is already warm. With ``drop_behind`` the pages just read leave
     the page cache (a stream larger than memory would otherwise evict everything else first).
+
+    Safe to share between threads: each thread keeps its own read-ahead window per file.
     """
 
     def __init__(self, readahead: int = 0) -> None:
         self._fds: dict[str, int] = {}
-        self._advised: dict[int, int] = {}   # fd -> end of the range already requested
+        self._advised: dict[tuple[int, int], int] = {}   # (fd, thread) -> end of the range requested
+        self._lock = threading.Lock()
         self.readahead = readahead if hasattr(os, "posix_fadvise") else 0
         self.drop_behind = False
         self.bytes_read = 0
 
     def _fd(self, path: str) -> int:
-        fd = self._fds.get(path)
-        if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as e:
-                raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
-            self._fds[path] = fd
-        return fd
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError as e:
+                    raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
+                self._fds[path] = fd
+            return fd
 
     def read_rows(self, info: TensorInfo, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``.
@@ -193,17 +198,19 @@ class RowReader:
             if got == 0:
                 raise InputError(f"{info.path}: unexpected end of file in tensor {info.name!r}; truncated?")
             done += got
-        self.bytes_read += done
+        with self._lock:
+            self.bytes_read += done
         if self.drop_behind and self.readahead:
             os.posix_fadvise(fd, offset, done, os.POSIX_FADV_DONTNEED)
 
     def _read_ahead(self, fd: int, end: int) -> None:
-        until = self._advised.get(fd, 0)
+        key = (fd, threading.get_ident())
+        until = self._advised.get(key, 0)
         if until < end or until > end + self.readahead:   # first read, or a jump: new window
             until = end
         if until - end < self.readahead // 2:
             os.posix_fadvise(fd, until, end + self.readahead - until, os.POSIX_FADV_WILLNEED)
-            self._advised[fd] = end + self.readahead
+            self._advised[key] = end + self.readahead
 
     def close(self) -> None:
         for fd in self._fds.values():
