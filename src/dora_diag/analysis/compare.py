@@ -42,6 +42,8 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     Each ``finetuned`` item is ``[LABEL=]PATH``: a checkpoint directory or ``.safetensors`` file,
     a PEFT adapter, or a run directory of ``checkpoint-N/`` folders. ``axis="out"`` measures per
     output channel (the DoRA convention), ``"in"`` per input column (LyCORIS' default).
+    On CPU several tensors stream at once (``metrics.device.cpu_streams``) and torch's
+    intra-op thread count is divided among them until this returns.
     """
     if axis not in AXES:
         raise InputError(f"axis must be 'out' or 'in', not {axis!r}")
