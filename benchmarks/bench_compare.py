@@ -78,8 +78,9 @@ def compare_cmd(base: Path, *ft: Path | str, device: str, json_out: Path) -> lis
 
 
 NAIVE = r"""
-import sys, torch
+import sys, time, torch
 from safetensors.torch import load_file
+started = time.perf_counter()
 torch.set_num_threads(2)
 def load(d):
     import glob
@@ -96,7 +97,7 @@ for k, w0 in a.items():
     m0, m1 = w0.norm(dim=1), w1.norm(dim=1)
     cos = (w0 * w1).sum(1) / (m0 * m1)
     res[k] = ((m1 - m0).abs().mean().item(), (1 - cos).mean().item())
-print(len(res))
+print(len(res), time.perf_counter() - started)
 """
 
 
@@ -134,7 +135,11 @@ def run(args: argparse.Namespace) -> dict:
     subprocess.run(["cat", *map(str, pair_files)], stdout=subprocess.DEVNULL, check=True)
     r["cat_warm"] = median_of(n, lambda: measure(["cat", *map(str, pair_files)]))
     r["compare_warm"] = median_of(n, compare_once)
-    r["naive_warm"] = median_of(n, lambda: measure([sys.executable, "-c", NAIVE, str(base), str(last)]))
+    def naive_once() -> dict:
+        m = measure([sys.executable, "-c", NAIVE, str(base), str(last)])
+        return {**m, "elapsed_s": float(m["stdout"].split()[1])}
+
+    r["naive_warm"] = median_of(n, naive_once)
     r["cat_cold"] = median_of(n, cold(lambda: measure(["cat", *map(str, pair_files)])))
     r["compare_cold"] = median_of(n, cold(compare_once))
     r["cold_note"] = "page cache dropped per file with posix_fadvise(POSIX_FADV_DONTNEED)"
@@ -182,6 +187,7 @@ def render(r: dict, command: str) -> str:
                        ("cat_cold", "cat, cold")]:
         m = r[key]
         lines.append(f"| {label} | {m['wall_s']:.2f} | {gbps(m):.2f} | {m['peak_rss_mb']:.0f} | {m['peak_anon_mb']:.0f} |")
+    naive = r["naive_warm"]
     speedup, cold_ratio = r["naive_warm"]["wall_s"] / w["wall_s"], c["elapsed_s"] / r["cat_cold"]["wall_s"]
     ok = lambda b: "met" if b else "MISSED"  # noqa: E731
     lines += [
@@ -192,7 +198,8 @@ def render(r: dict, command: str) -> str:
         "", "| target | measured | |", "|---|---|---|",
         f"| warm: >= 2 GB/s (streaming rate) | {r['pair_bytes'] / w['elapsed_s'] / GB:.2f} GB/s "
         f"({gbps(w):.2f} GB/s wall clock with start-up) | {ok(r['pair_bytes'] / w['elapsed_s'] / GB >= 2)} |",
-        f"| warm: >= 2x the naive reference | {speedup:.2f}x | {ok(speedup >= 2)} |",
+        f"| warm: >= 2x the naive reference | {speedup:.2f}x wall clock ({naive['elapsed_s'] / w['elapsed_s']:.2f}x "
+        f"after start-up: {naive['elapsed_s']:.2f} s vs {w['elapsed_s']:.2f} s) | {ok(speedup >= 2)} |",
         f"| cold: <= 1.25x `cat` (streaming time) | {cold_ratio:.2f}x ({c['wall_s'] / r['cat_cold']['wall_s']:.2f}x "
         f"wall clock with start-up) | {ok(cold_ratio <= 1.25)} |",
         f"| peak RssAnon <= 512 MB | {max(w['peak_anon_mb'], c['peak_anon_mb']):.0f} MB | "
