@@ -16,8 +16,19 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+src"
 
 from .errors import InputError, UnsupportedError
-from .analysis.analysis import Analysis
-from .analysis.compare import compare
-from .analysis.check import check
+
+# Imported on first use: torch and pandas take seconds to import, which `dora-diag --help`
+# should not pay.
+_LAZY = {"Analysis": ".analysis.analysis", "compare": ".analysis.compare", "check": ".analysis.check"}
 
 __all__ = ["Analysis", "InputError", "UnsupportedError", "check", "compare", "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value

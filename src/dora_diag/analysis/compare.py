@@ -16,14 +16,12 @@ from ..io.runs import expand_runs
 from ..io.safetensors_file import STREAM_READAHEAD, RowReader
 from ..io.sources import FineTunedSource, FullSource, open_source
 from ..metrics.device import cpu_streams, intra_op_threads, resolve_device
+from ..options import AXES, DEFAULT_BLOCK_BYTES
 from .analysis import Analysis
 from .plan import make_plan
-from .stream import DEFAULT_BLOCK_BYTES, Streamer, run_all
+from .stream import Streamer, run_all
 from .table import build_table, rows_for
 from .warnings import WarningLog
-
-AXES = ("out", "in")
-
 
 class Progress:
     """Callbacks for long work; the CLI plugs a progress bar in here."""

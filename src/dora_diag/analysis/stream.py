@@ -15,13 +15,13 @@ from typing import Callable, Iterator
 import torch
 
 from ..io.safetensors_file import RowReader
+from ..options import DEFAULT_BLOCK_BYTES
 from ..metrics.kernels import (ChannelChanges, ChannelSums, Scratch, apply_chord, block_sums, channel_changes,
                                chord_sums, square_sums, unsure_c2)
 from .plan import Target, TensorPlan
 
-# Measured on 2 cores (benchmarks/): per-row sums run fastest on 2 MB blocks; column sums
-# (``axis="in"``) keep 2.5x more fp32 scratch per element and run fastest on a quarter of that.
-DEFAULT_BLOCK_BYTES = 2 << 20
+# Column sums (``axis="in"``) keep 2.5x more fp32 scratch per element than row sums and run
+# fastest on a quarter of the block size (benchmarks/).
 IN_AXIS_BLOCK_SHARE = 4
 
 

@@ -6,9 +6,7 @@ import math
 
 import click
 
-from ..analysis.check import check as run_check
-from ..analysis.compare import AXES
-from ..metrics.device import DEVICES
+from ..options import AXES, DEVICES
 from ..outputs.atomic import check_writable
 from .main import cli
 from .messages import print_warnings
@@ -56,6 +54,8 @@ def check_cmd(base, run, out, json_, min_r, alpha, min_points, axis, device, qui
     or a full fine-tuned run. Rule (pooled over module types): r > --min-r with p < --alpha:
     DoRA likely helps; r < 0: DoRA gain likely marginal; otherwise inconclusive.
     """
+    from ..analysis.check import check as run_check
+
     for path in (out, json_):
         if path:
             check_writable(path)

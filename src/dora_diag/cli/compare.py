@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import click
 
-from ..analysis.compare import AXES, compare as run_compare
-from ..analysis.stream import DEFAULT_BLOCK_BYTES
-from ..metrics.device import DEVICES
+from ..options import AXES, DEFAULT_BLOCK_BYTES, DEVICES
 from ..outputs.atomic import check_writable
 from .main import cli
 from .messages import print_warnings
@@ -61,6 +59,8 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, blo
     BASE is a model directory (model.safetensors or shards with an index) or a .safetensors
     file. Each FINETUNED is [LABEL=]PATH; a run directory expands to its checkpoint-N folders.
     """
+    from ..analysis.compare import compare as run_compare
+
     opts = CompareOptions(base, finetuned, out, csv, json_, axis, device, split_fused, quiet, block_mb)
     for path in opts.outputs():
         check_writable(path)

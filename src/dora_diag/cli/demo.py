@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..train.demo import DemoConfig, run_demo
+from ..options import DEMO_SAVE_EVERY, DEMO_STEPS
 from .main import cli
 from .progress import BarProgress
 from .train import BarTrainProgress
@@ -17,13 +17,15 @@ from .train import BarTrainProgress
               help="Keep the three training runs here (default: a temporary directory, removed afterwards).")
 @click.option("--model", default="builtin", show_default=True,
               help="'builtin' (the cached task-A base) or a builtin model directory to start from.")
-@click.option("--steps", type=int, default=DemoConfig.steps, show_default=True, help="Training steps per method.")
-@click.option("--save-every", type=int, default=DemoConfig.save_every, show_default=True)
+@click.option("--steps", type=int, default=DEMO_STEPS, show_default=True, help="Training steps per method.")
+@click.option("--save-every", type=int, default=DEMO_SAVE_EVERY, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; the summary is still printed.")
 def demo_cmd(out, model, runs_dir, steps, save_every, seed, quiet):
     """Train FT, LoRA and DoRA on the builtin task shift (nothing downloaded), compare each with
     the base, and write the report. About 2-3 minutes on a 2-core CPU."""
+    from ..train.demo import DemoConfig, run_demo
+
     cfg = DemoConfig(out=out, model=model, runs_dir=runs_dir, steps=steps, save_every=save_every, seed=seed)
     result = run_demo(cfg, progress_for=lambda label: BarTrainProgress(label, not quiet),
                       compare_progress=BarProgress("comparing", not quiet),

@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from ..analysis.compare import Progress
 
+class BarProgress:
+    """``analysis.compare.Progress`` as a progress bar over bytes."""
 
-class BarProgress(Progress):
     def __init__(self, label: str, enabled: bool = True):
         self.label, self.enabled = label, enabled and sys.stderr.isatty()
         self.bar = None

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..io.runs import CHECKPOINT_DIR
-from ..metrics.device import DEVICES
-from ..train.trainer import QUANTIZE, TRAIN_METHODS, TrainConfig, TrainProgress, train
+from ..options import DEVICES, QUANTIZE, TRAIN_METHODS
 from .main import cli
 
 
-class BarTrainProgress(TrainProgress):
+class BarTrainProgress:   # a train.trainer.TrainProgress
     """A stderr progress bar over steps showing the current loss; hidden with --quiet or no TTY."""
 
     def __init__(self, label: str, enabled: bool = True):
@@ -42,6 +40,8 @@ def _patterns(text: str) -> tuple[str, ...]:
 
 
 def last_checkpoint(run_dir: str) -> str | None:
+    from ..io.runs import CHECKPOINT_DIR
+
     p = Path(run_dir)
     steps = sorted((int(m.group(1)), d.name) for d in p.glob("checkpoint-*") if (m := CHECKPOINT_DIR.match(d.name)))
     return str(p / steps[-1][1]) if steps else None
@@ -87,6 +87,8 @@ def last_checkpoint(run_dir: str) -> str | None:
 def train_cmd(quiet: bool, targets: str, magnitude_only: str, rslora: bool, **options):
     """Fine-tune with full FT, LoRA, DoRA or a DoRA variant; write checkpoint-N/ folders that
     'dora-diag compare' and 'dora-diag check' read."""
+    from ..train.trainer import TrainConfig, train
+
     cfg = TrainConfig(targets=_patterns(targets), magnitude_only=_patterns(magnitude_only),
                       use_rslora=rslora, **options)
     try:

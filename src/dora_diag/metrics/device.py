@@ -8,8 +8,7 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
-
-DEVICES = ("auto", "cpu", "cuda")
+from ..options import DEVICES
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

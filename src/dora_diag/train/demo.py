@@ -21,6 +21,7 @@ import torch
 from ..analysis.compare import Progress, compare
 from ..analysis.verdict import verdict
 from ..errors import InputError
+from ..options import DEMO_SAVE_EVERY, DEMO_STEPS
 from ..outputs.atomic import check_writable
 from .builtin import builtin_base
 from .trainer import TrainConfig, TrainProgress, train
@@ -35,8 +36,8 @@ class DemoConfig:
     out: str = "reports/demo.html"
     model: str = "builtin"               # or a builtin model directory to use as the base
     runs_dir: str | None = None          # keep the runs here; default: a temp dir removed afterwards
-    steps: int = 200
-    save_every: int = 50
+    steps: int = DEMO_STEPS
+    save_every: int = DEMO_SAVE_EVERY
     batch_size: int = 32
     rank: int = 8
     alpha: float = 16.0

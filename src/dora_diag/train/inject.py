@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..options import ADAPTER_METHODS
 from .dense import features, is_dense, with_weight_out_in
 from .layers import (AdapterLayer, DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear,
                      vera_projections)
 
-METHODS = ("lora", "dora", "dora-frozen-magnitude", "dora-magnitude-only", "dvora")
+METHODS = ADAPTER_METHODS
 _MAGNITUDE_METHODS = ("dora", "dora-magnitude-only", "dvora")
 
 

@@ -27,14 +27,13 @@ import torch
 
 from ..errors import InputError
 from ..metrics.device import resolve_device
+from ..options import QUANTIZE, TRAIN_METHODS
 from ..outputs.atomic import write_atomic
 from .data import IGNORE, TaskData
-from .inject import METHODS, AdapterConfig, apply_adapters, param_groups
+from .inject import AdapterConfig, apply_adapters, param_groups
 from .model import save_full_model
 from .nf4 import model_bytes, quantize_linears
 
-TRAIN_METHODS = ("ft", *METHODS)
-QUANTIZE = ("nf4",)
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
 

@@ -1,0 +1,19 @@
+"""Choices and defaults shared by the library and the command line.
+
+Free of heavy imports (torch, pandas, plotly): the CLI builds its options from here, so
+``dora-diag --help`` and usage errors answer at once; the library modules take their
+constants from here too.
+"""
+
+AXES = ("out", "in")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Measured on 2 cores (benchmarks/): per-row sums run fastest on 2 MB blocks.
+DEFAULT_BLOCK_BYTES = 2 << 20
+
+ADAPTER_METHODS = ("lora", "dora", "dora-frozen-magnitude", "dora-magnitude-only", "dvora")
+TRAIN_METHODS = ("ft", *ADAPTER_METHODS)
+QUANTIZE = ("nf4",)
+
+DEMO_STEPS = 200
+DEMO_SAVE_EVERY = 50
