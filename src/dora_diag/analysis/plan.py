@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..architecture import fused_groups, is_transposed, match_names, module_namer
 from ..architecture.registry import infer_model_type
 from ..io.checkpoint import Checkpoint
+from ..io.fp8 import Fp8Scale, find_scale, scale_names
 from ..io.runs import CheckpointRef
 from ..io.safetensors_file import TensorInfo
 from ..io.sources import FineTunedSource
@@ -25,6 +26,7 @@ class Target:
     name: str
     rows: int                 # stored rows shared with the base (fewer when a vocab was resized)
     flags: tuple[str, ...] = ()
+    scale: Fp8Scale | None = None   # fp8 weights: dequantized with this while streaming
 
 
 @dataclass
@@ -35,6 +37,7 @@ class TensorPlan:
     transposed: bool          # stored (in, out): output channels are the stored columns
     groups: list[tuple[str, slice | list[int]]] | None
     targets: list[Target] = field(default_factory=list)
+    scale: Fp8Scale | None = None
 
     @property
     def out_features(self) -> int:
@@ -68,10 +71,11 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
     model_type = infer_model_type(base.config or _first_config(checkpoints), names)
     config = base.config or _first_config(checkpoints)
     where = module_namer(names)
+    scales = scale_names(base.tensors)
     skipped, tensors = [], {}
     for name in names:
         info = base.tensors[name]
-        reason = skip_reason(info)
+        reason = "fp8 scale (applied to its weight)" if name in scales else skip_reason(info)
         if reason:
             skipped.append({"tensor": name, "reason": reason})
             continue
@@ -80,7 +84,8 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
         transposed = len(info.shape) == 2 and is_transposed(model_type, module_path)
         out = info.shape[1] if transposed else info.shape[0]
         groups = fused_groups(model_type, module_path, config, out) if split_fused else None
-        tensors[name] = TensorPlan(info, layer, module, transposed, groups)
+        scale = _usable(find_scale(name, base.tensors, config))
+        tensors[name] = TensorPlan(info, layer, module, transposed, groups, scale=scale)
     unmatched: list[dict] = []
     for ref, source in checkpoints:
         _add_targets(tensors, ref, source, skipped, unmatched)
@@ -94,6 +99,12 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
     return Plan(compared, skipped, unmatched)
 
 
+def _usable(scale: Fp8Scale | str | None) -> Fp8Scale | None:
+    """A scale to apply; one whose layout is not understood leaves the raw fp8 values, which
+    the warnings point out."""
+    return scale if isinstance(scale, Fp8Scale) else None
+
+
 def _first_config(checkpoints: list[tuple[CheckpointRef, FineTunedSource]]) -> dict:
     return next((s.config for _, s in checkpoints if s.config), {})
 
@@ -101,6 +112,8 @@ def _first_config(checkpoints: list[tuple[CheckpointRef, FineTunedSource]]) -> d
 def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: FineTunedSource,
                  skipped: list[dict], unmatched: list[dict]) -> None:
     infos = source.infos()
+    scales = scale_names(infos)
+    infos = {n: i for n, i in infos.items() if n not in scales}
     mapping = match_names(list(tensors), list(infos))
     for base_name, plan in tensors.items():
         ft_name = mapping.get(base_name)
@@ -108,7 +121,7 @@ def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: Fin
             if source.kind == "full":
                 unmatched.append({"run": ref.run, "checkpoint": ref.name, "tensor": base_name, "side": "base"})
             continue
-        target = _target(plan, ref, source, infos[ft_name])
+        target = _target(plan, ref, source, infos[ft_name], source.infos())
         if isinstance(target, str):
             skipped.append({"tensor": base_name, "run": ref.run, "checkpoint": ref.name, "reason": target})
         else:
@@ -118,15 +131,17 @@ def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: Fin
                      for n in sorted(infos) if n not in matched and skip_reason(infos[n]) is None)
 
 
-def _target(plan: TensorPlan, ref: CheckpointRef, source: FineTunedSource, ft: TensorInfo) -> Target | str:
+def _target(plan: TensorPlan, ref: CheckpointRef, source: FineTunedSource, ft: TensorInfo,
+            all_infos: dict[str, TensorInfo]) -> Target | str:
     base = plan.info
     if not ft.is_float:
         return f"fine-tuned tensor has non-float dtype {ft.dtype}"
+    scale = _usable(find_scale(ft.name, all_infos, source.config))
     if ft.shape == base.shape:
-        return Target(ref, source, ft.name, base.shape[0])
+        return Target(ref, source, ft.name, base.shape[0], scale=scale)
     # A resized vocabulary changes only the first axis: compare the rows both share.
     if (not plan.transposed and len(ft.shape) == len(base.shape) and ft.shape[1:] == base.shape[1:]
             and plan.groups is None):
         shared = min(ft.shape[0], base.shape[0])
-        return Target(ref, source, ft.name, shared, (f"resized {base.shape[0]}->{ft.shape[0]} rows",))
+        return Target(ref, source, ft.name, shared, (f"resized {base.shape[0]}->{ft.shape[0]} rows",), scale)
     return f"shape mismatch: base {list(base.shape)} vs fine-tuned {list(ft.shape)}"

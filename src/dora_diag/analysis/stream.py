@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..io.fp8 import Fp8Scale
 from ..io.safetensors_file import RowReader
 from ..options import DEFAULT_BLOCK_BYTES
 from ..metrics.kernels import (ChannelChanges, ChannelSums, Scratch, apply_chord, block_sums, channel_changes,
@@ -137,15 +138,21 @@ class Streamer:
         info = plan.info
         rows = info.shape[0] if limit is None else limit
         block_bytes = self.block_bytes // (1 if self.reduce_axis(plan) == "out" else IN_AXIS_BLOCK_SHARE)
+        scales = self._scale_grids(plan, targets)
         for start, stop in _row_blocks(rows, info.row_bytes, block_bytes):
             if self.cancel.is_set():
                 raise Cancelled
             self._buffers.next_set()
-            a, read, nbytes = self._load(plan, targets, start, stop)
+            a, read, nbytes = self._load(plan, targets, start, stop, scales)
             self.on_bytes(nbytes)
             yield a, read, start, stop
 
-    def _load(self, plan: TensorPlan, targets: list[Target], start: int, stop: int
+    def _scale_grids(self, plan: TensorPlan, targets: list[Target]) -> dict[int, torch.Tensor]:
+        """Whole fp8 scale tensors (small) on the device, by target index (-1: the base)."""
+        sides = [(-1, plan.scale), *((i, t.scale) for i, t in enumerate(targets))]
+        return {i: Fp8Scale.grid(self.reader.read_all(s.info)).to(self.device) for i, s in sides if s is not None}
+
+    def _load(self, plan: TensorPlan, targets: list[Target], start: int, stop: int, scales: dict[int, torch.Tensor]
               ) -> tuple[torch.Tensor, dict[int, torch.Tensor], int]:
         info = plan.info
         block = self.reader.read_rows(info, start, stop, self._buffers.get(-1, (stop - start) * info.row_bytes))
@@ -158,7 +165,10 @@ class Streamer:
                 c = t.source.rows(t.name, block, start, start + n, buf)
                 nbytes += c.numel() * c.element_size()
                 read[i] = self._buffers.to_device(c.reshape(n, -1), self.device)
-        return self._buffers.to_device(block.reshape(stop - start, -1), self.device), read, nbytes
+                if i in scales:
+                    read[i] = t.scale.dequantize(read[i], start, scales[i])
+        a = self._buffers.to_device(block.reshape(stop - start, -1), self.device)
+        return (plan.scale.dequantize(a, start, scales[-1]) if -1 in scales else a), read, nbytes
 
     def _factor_sums(self, t: Target, a: torch.Tensor, start: int, axis: str) -> ChannelSums | None:
         """Sums straight from an adapter's low-rank factors, when its source offers them."""

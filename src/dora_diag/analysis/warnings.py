@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..io.fp8 import SCALE_SUFFIXES
 from .plan import Plan, TensorPlan
 from .stream import TargetResult
 
 EXAMPLES = 2
-FP8_SCALES = (".weight_scale", ".weight_scale_inv")
 
 
 def _examples(names: list[str]) -> str:
@@ -45,13 +45,26 @@ class WarningLog:
         out.extend(self._resized)
         out.extend(_skip_lines(plan.skipped))
         out.extend(_unmatched_lines(plan.unmatched))
-        fp8 = [t.info.name for t in plan.tensors if t.info.dtype.startswith("F8")
-               and any(t.info.name.removesuffix(".weight") + s in base_names for s in FP8_SCALES)]
+        fp8 = _unscaled_fp8(plan, base_names)
         if fp8:
-            out.append(f"{len(fp8)} fp8 tensor(s) come with scale tensors ({_examples(fp8)}): the raw fp8 values "
-                       "are compared, upcast without their scales (ΔD is exact only for per-tensor or per-row "
-                       "scales; ΔM is in unscaled units)")
+            out.append(f"{len(fp8)} fp8 tensor(s) have scale tensors of a layout not understood ({_examples(fp8)}): "
+                       "their raw fp8 values are compared without the scales (ΔD is then exact only for "
+                       "per-tensor or per-row scales; ΔM is in unscaled units)")
         return out
+
+
+def _unscaled_fp8(plan: Plan, base_names: set[str]) -> list[str]:
+    """fp8 weights, base or fine-tuned, that have a scale tensor the plan could not apply."""
+    def unscaled(name: str, dtype: str, scale, names) -> bool:
+        return dtype.startswith("F8") and scale is None and any(name + s in names for s in SCALE_SUFFIXES)
+
+    out = [t.info.name for t in plan.tensors if unscaled(t.info.name, t.info.dtype, t.scale, base_names)]
+    for t in plan.tensors:
+        for x in t.targets:
+            infos = x.source.infos()
+            if unscaled(x.name, infos[x.name].dtype, x.scale, infos):
+                out.append(f"{x.ref.run}/{x.ref.name}: {x.name}")
+    return out
 
 
 def _skip_lines(skipped: list[dict]) -> list[str]:
