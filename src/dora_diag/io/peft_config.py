@@ -44,19 +44,19 @@ class AdapterConfig:
     def rank_and_scale(self, module_path: str) -> tuple[int, float]:
         """(r, s) of one module, as PEFT assigns them: patterns matched against the module path
         (the adapter key without ``base_model.model.``), s = alpha/r or alpha/sqrt(r) (rsLoRA)."""
-        r = self.rank_pattern.get(_pattern_key(self.rank_pattern, module_path), self.r)
-        alpha = self.alpha_pattern.get(_pattern_key(self.alpha_pattern, module_path), self.alpha)
+        r = self.rank_pattern.get(pattern_key(self.rank_pattern, module_path), self.r)
+        alpha = self.alpha_pattern.get(pattern_key(self.alpha_pattern, module_path), self.alpha)
         return int(r), float(alpha) / (math.sqrt(r) if self.use_rslora else r)
 
     def indices_for(self, module_path: str) -> list[int] | None:
         """Token indices of the trainable-tokens adapter on ``module_path``."""
         if isinstance(self.token_indices, dict):
-            key = _pattern_key(self.token_indices, module_path)
+            key = pattern_key(self.token_indices, module_path)
             return self.token_indices.get(key)
         return self.token_indices
 
 
-def _pattern_key(patterns: dict, module_path: str) -> str:
+def pattern_key(patterns: dict, module_path: str) -> str:
     """PEFT's ``get_pattern_key``: the first key K with ``(.*\\.)?(K)$`` matching the path."""
     for key in patterns:
         if re.match(rf"(.*\.)?({key})$", module_path):

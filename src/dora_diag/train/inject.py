@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..errors import InputError
+from ..io.peft_config import pattern_key
 from ..options import ADAPTER_METHODS
 from .dense import features, is_dense, with_weight_out_in
 from .layers import (AdapterLayer, DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear,
@@ -27,6 +28,8 @@ class AdapterConfig:
     is a regular expression that matches the whole name. A module matching ``magnitude_only``
     gets a magnitude vector only (the paper's reduced granularity). With method
     "dora-magnitude-only" and no ``magnitude_only`` patterns, every target is magnitude-only.
+    ``rank_pattern``/``alpha_pattern`` give some modules their own r or alpha, keyed like PEFT's
+    (a key K applies to a module whose path matches ``(.*\.)?(K)$``).
     """
 
     method: str = "dora"
@@ -39,18 +42,28 @@ class AdapterConfig:
     detach_norm: bool = True
     magnitude_lr_mult: float = 1.0
     seed: int = 0
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+
+    def rank_alpha(self, module_path: str) -> tuple[int, float]:
+        """(r, alpha) of one module, patterns first."""
+        return (self.rank_pattern.get(pattern_key(self.rank_pattern, module_path), self.rank),
+                self.alpha_pattern.get(pattern_key(self.alpha_pattern, module_path), self.alpha))
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise InputError(f"unknown adapter method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if not isinstance(self.rank, int) or self.rank <= 0:
-            raise InputError(f"adapter rank must be a positive integer, got {self.rank!r}")
+        for where, r in (("rank", self.rank), *((f"rank_pattern[{k!r}]", v) for k, v in self.rank_pattern.items())):
+            if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+                raise InputError(f"adapter {where} must be a positive integer, got {r!r}")
+        if self.method == "dvora" and (self.rank_pattern or self.alpha_pattern):
+            raise InputError("dvora shares one pair of projections across modules: rank/alpha patterns do not apply")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"adapter dropout must be in [0, 1), got {self.dropout}")
         if self.magnitude_only and self.method not in _MAGNITUDE_METHODS:
             raise InputError(f"magnitude_only patterns need a method with a trainable magnitude "
                              f"({', '.join(_MAGNITUDE_METHODS)}), not {self.method!r}")
-        for pattern in (*self.targets, *self.magnitude_only):
+        for pattern in (*self.targets, *self.magnitude_only, *self.rank_pattern, *self.alpha_pattern):
             try:
                 re.compile(pattern)
             except re.error as e:
@@ -89,15 +102,15 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def _make_layer(base: nn.Module, cfg: AdapterConfig, mag_only: bool, generator: torch.Generator,
-                vera: tuple[torch.Tensor, torch.Tensor] | None) -> AdapterLayer:
+def _make_layer(base: nn.Module, cfg: AdapterConfig, rank: int, alpha: float, mag_only: bool,
+                generator: torch.Generator, vera: tuple[torch.Tensor, torch.Tensor] | None) -> AdapterLayer:
     if mag_only:
         return MagnitudeOnlyLinear(base)
     if cfg.method == "lora":
-        return LoraLinear(base, cfg.rank, cfg.alpha, cfg.dropout, cfg.use_rslora, generator)
+        return LoraLinear(base, rank, alpha, cfg.dropout, cfg.use_rslora, generator)
     if cfg.method == "dvora":
         return DVoraLinear(base, *vera, dropout=cfg.dropout, detach_norm=cfg.detach_norm)
-    return DoraLinear(base, cfg.rank, cfg.alpha, cfg.dropout, cfg.use_rslora, cfg.detach_norm,
+    return DoraLinear(base, rank, alpha, cfg.dropout, cfg.use_rslora, cfg.detach_norm,
                       train_magnitude=cfg.method != "dora-frozen-magnitude", generator=generator)
 
 
@@ -115,7 +128,8 @@ def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
         if shapes:
             vera = vera_projections(cfg.rank, max(s[0] for s in shapes), max(s[1] for s in shapes), generator)
     for name, mag_only in targets.items():
-        _set_submodule(model, name, _make_layer(model.get_submodule(name), cfg, mag_only, generator, vera))
+        _set_submodule(model, name, _make_layer(model.get_submodule(name), cfg, *cfg.rank_alpha(name), mag_only,
+                                                generator, vera))
     return list(targets)
 
 

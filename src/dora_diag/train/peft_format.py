@@ -47,17 +47,18 @@ _PEFT_DEFAULTS = {
 }
 
 
-def _factors(layer: nn.Module, cfg: AdapterConfig) -> dict[str, torch.Tensor]:
-    """{PEFT suffix: tensor} giving PEFT's forward the same weight as ``layer``."""
+def _factors(layer: nn.Module, cfg: AdapterConfig, name: str) -> dict[str, torch.Tensor]:
+    """{PEFT suffix: tensor} giving PEFT's forward the same weight as ``layer`` (module ``name``)."""
+    rank, alpha = cfg.rank_alpha(name)
     with torch.no_grad():
         if isinstance(layer, MagnitudeOnlyLinear):
             dtype = layer.magnitude.dtype
-            out = {"lora_A.weight": torch.zeros(cfg.rank, layer.in_features, dtype=dtype),
-                   "lora_B.weight": torch.zeros(layer.out_features, cfg.rank, dtype=dtype)}
+            out = {"lora_A.weight": torch.zeros(rank, layer.in_features, dtype=dtype),
+                   "lora_B.weight": torch.zeros(layer.out_features, rank, dtype=dtype)}
         else:
             a, b, s = layer.factors()
             # PEFT scales by alpha/r (or alpha/sqrt(r)); fold our own s in so s_peft·B'·A' = s·B·A
-            out = {"lora_A.weight": a, "lora_B.weight": b * (s / lora_scaling(cfg.alpha, cfg.rank, cfg.use_rslora))}
+            out = {"lora_A.weight": a, "lora_B.weight": b * (s / lora_scaling(alpha, rank, cfg.use_rslora))}
         if isinstance(layer, DoraBase):
             out["lora_magnitude_vector"] = layer.magnitude
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
@@ -82,13 +83,14 @@ def save_peft_adapter(model: nn.Module, cfg: AdapterConfig, out_dir, base_model_
     except OSError as e:
         raise InputError(f"{out}: cannot create the adapter directory ({e.strerror or e})") from None
     tensors = {f"{PREFIX}{name}.{suffix}": t for name, layer in layers.items()
-               for suffix, t in _factors(layer, cfg).items()}
+               for suffix, t in _factors(layer, cfg, name).items()}
     names = list(layers)
     config = {**_PEFT_DEFAULTS,
               "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
               "base_model_name_or_path": base_model_name_or_path,
               "fan_in_fan_out": any(is_conv1d(layer.base_layer) for layer in layers.values()),
               "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout, "r": cfg.rank,
+              "rank_pattern": dict(cfg.rank_pattern), "alpha_pattern": dict(cfg.alpha_pattern),
               "target_modules": _target_modules(cfg, names),
               "use_dora": any(isinstance(layer, DoraBase) for layer in layers.values()),
               "use_rslora": cfg.use_rslora}
@@ -116,9 +118,6 @@ def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> Adapt
     adapter_model.bin with an InputError). Returns the adapter's config (our own method when we wrote it)."""
     config_path, weights = _locate(str(adapter_dir))
     peft_cfg = read_adapter_config(config_path)
-    if peft_cfg.rank_pattern or peft_cfg.alpha_pattern:
-        raise UnsupportedError(f"{config_path}: rank_pattern/alpha_pattern (per-module r or alpha) are not supported "
-                               "by the trainer's layers yet")
     infos, metadata = read_header(str(weights))
     modules, full = group_keys(infos, str(weights))
     if full or any(m.factors is None or m.is_embedding for m in modules.values()):
@@ -128,7 +127,8 @@ def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> Adapt
     raw = read_json(config_path, "adapter_config.json")
     cfg = ours["cfg"] if ours else AdapterConfig(
         method="dora" if peft_cfg.use_dora else "lora", rank=peft_cfg.r, alpha=peft_cfg.alpha,
-        dropout=float(raw.get("lora_dropout", 0.0)), use_rslora=peft_cfg.use_rslora, targets=_as_patterns(raw))
+        dropout=float(raw.get("lora_dropout", 0.0)), use_rslora=peft_cfg.use_rslora, targets=_as_patterns(raw),
+        rank_pattern=dict(peft_cfg.rank_pattern), alpha_pattern=dict(peft_cfg.alpha_pattern))
     mag_only = ours["magnitude_only"] if ours else []
     # wrap exactly the file's modules; an empty magnitude_only would make "dora-magnitude-only" wrap all of them
     exact = replace(cfg, targets=tuple(map(re.escape, modules)), magnitude_only=tuple(map(re.escape, mag_only)),
