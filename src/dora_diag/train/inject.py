@@ -29,7 +29,7 @@ class AdapterConfig:
     gets a magnitude vector only (the paper's reduced granularity). With method
     "dora-magnitude-only" and no ``magnitude_only`` patterns, every target is magnitude-only.
     ``rank_pattern``/``alpha_pattern`` give some modules their own r or alpha, keyed like PEFT's
-    (a key K applies to a module whose path matches ``(.*\.)?(K)$``).
+    (a key K applies to a module whose path ends with ``.K`` or is ``K``, K a regular expression).
     """
 
     method: str = "dora"
