@@ -53,6 +53,7 @@ class Plan:
     tensors: list[TensorPlan]
     skipped: list[dict]       # base tensors not compared: {"tensor", "reason"}
     unmatched: list[dict]     # {"run", "checkpoint", "tensor", "side": "base"|"finetuned"}
+    unscaled: list[str] = field(default_factory=list)   # fp8 weights compared without their scale
 
 
 def skip_reason(info: TensorInfo) -> str | None:
@@ -72,7 +73,7 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
     config = base.config or _first_config(checkpoints)
     where = module_namer(names)
     scales = scale_names(base.tensors)
-    skipped, tensors = [], {}
+    skipped, tensors, unscaled = [], {}, set()
     for name in names:
         info = base.tensors[name]
         reason = "fp8 scale (applied to its weight)" if name in scales else skip_reason(info)
@@ -84,11 +85,11 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
         transposed = len(info.shape) == 2 and is_transposed(model_type, module_path)
         out = info.shape[1] if transposed else info.shape[0]
         groups = fused_groups(model_type, module_path, config, out) if split_fused else None
-        scale = _usable(find_scale(name, base.tensors, config))
-        tensors[name] = TensorPlan(info, layer, module, transposed, groups, scale=scale)
+        scale = find_scale(name, base.tensors, config)
+        tensors[name] = TensorPlan(info, layer, module, transposed, groups, scale=_usable(scale, name, unscaled))
     unmatched: list[dict] = []
     for ref, source in checkpoints:
-        _add_targets(tensors, ref, source, skipped, unmatched)
+        _add_targets(tensors, ref, source, skipped, unmatched, unscaled)
     compared = [t for t in tensors.values() if t.targets]
     skipped_per_checkpoint = {s["tensor"] for s in skipped if "run" in s}
     for t in tensors.values():
@@ -96,13 +97,22 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
             skipped.append({"tensor": t.info.name, "reason": "no fine-tuned counterpart"})
     # Stream in file order so reads are sequential on disk.
     compared.sort(key=lambda t: (t.info.path, t.info.offset))
-    return Plan(compared, skipped, unmatched)
+    return Plan(compared, skipped, unmatched, _unscaled_names(compared, unscaled))
 
 
-def _usable(scale: Fp8Scale | str | None) -> Fp8Scale | None:
-    """A scale to apply; one whose layout is not understood leaves the raw fp8 values, which
-    the warnings point out."""
+def _usable(scale: Fp8Scale | str | None, key: object, unscaled: set) -> Fp8Scale | None:
+    """A scale to apply; one whose layout is not understood leaves the raw fp8 values: ``key``
+    goes into ``unscaled`` for the warnings."""
+    if isinstance(scale, str):
+        unscaled.add(key)
     return scale if isinstance(scale, Fp8Scale) else None
+
+
+def _unscaled_names(compared: list[TensorPlan], unscaled: set) -> list[str]:
+    """The compared fp8 weights without their scale: base names, then ``run/checkpoint: name``."""
+    return ([t.info.name for t in compared if t.info.name in unscaled]
+            + [f"{x.ref.run}/{x.ref.name}: {x.name}" for t in compared for x in t.targets
+               if (x.ref.run, x.ref.name, x.name) in unscaled])
 
 
 def _first_config(checkpoints: list[tuple[CheckpointRef, FineTunedSource]]) -> dict:
@@ -110,10 +120,10 @@ def _first_config(checkpoints: list[tuple[CheckpointRef, FineTunedSource]]) -> d
 
 
 def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: FineTunedSource,
-                 skipped: list[dict], unmatched: list[dict]) -> None:
-    infos = source.infos()
-    scales = scale_names(infos)
-    infos = {n: i for n, i in infos.items() if n not in scales}
+                 skipped: list[dict], unmatched: list[dict], unscaled: set) -> None:
+    all_infos = source.infos()
+    scales = scale_names(all_infos)
+    infos = {n: i for n, i in all_infos.items() if n not in scales}
     mapping = match_names(list(tensors), list(infos))
     for base_name, plan in tensors.items():
         ft_name = mapping.get(base_name)
@@ -121,7 +131,8 @@ def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: Fin
             if source.kind == "full":
                 unmatched.append({"run": ref.run, "checkpoint": ref.name, "tensor": base_name, "side": "base"})
             continue
-        target = _target(plan, ref, source, infos[ft_name], source.infos())
+        scale = _usable(find_scale(ft_name, all_infos, source.config), (ref.run, ref.name, ft_name), unscaled)
+        target = _target(plan, ref, source, infos[ft_name], scale)
         if isinstance(target, str):
             skipped.append({"tensor": base_name, "run": ref.run, "checkpoint": ref.name, "reason": target})
         else:
@@ -132,11 +143,10 @@ def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: Fin
 
 
 def _target(plan: TensorPlan, ref: CheckpointRef, source: FineTunedSource, ft: TensorInfo,
-            all_infos: dict[str, TensorInfo]) -> Target | str:
+            scale: Fp8Scale | None) -> Target | str:
     base = plan.info
     if not ft.is_float:
         return f"fine-tuned tensor has non-float dtype {ft.dtype}"
-    scale = _usable(find_scale(ft.name, all_infos, source.config))
     if ft.shape == base.shape:
         return Target(ref, source, ft.name, base.shape[0], scale=scale)
     # A resized vocabulary changes only the first axis: compare the rows both share.

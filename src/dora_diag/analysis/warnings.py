@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..io.fp8 import SCALE_SUFFIXES
 from .plan import Plan, TensorPlan
 from .stream import TargetResult
 
@@ -35,7 +34,7 @@ class WarningLog:
             self._resized.extend(f"{key[0]}/{key[1]}: {plan.info.name} {flag}; compared the {r.target.rows} shared "
                                  "rows" for flag in r.target.flags if flag.startswith("resized"))
 
-    def lines(self, plan: Plan, base_names: set[str]) -> list[str]:
+    def lines(self, plan: Plan) -> list[str]:
         out = []
         for (run, ckpt), found in self._nonfinite.items():
             sides = sorted({s for _, sides in found for s in sides})
@@ -45,26 +44,12 @@ class WarningLog:
         out.extend(self._resized)
         out.extend(_skip_lines(plan.skipped))
         out.extend(_unmatched_lines(plan.unmatched))
-        fp8 = _unscaled_fp8(plan, base_names)
+        fp8 = plan.unscaled
         if fp8:
             out.append(f"{len(fp8)} fp8 tensor(s) have scale tensors of a layout not understood ({_examples(fp8)}): "
                        "their raw fp8 values are compared without the scales (ΔD is then exact only for "
                        "per-tensor or per-row scales; ΔM is in unscaled units)")
         return out
-
-
-def _unscaled_fp8(plan: Plan, base_names: set[str]) -> list[str]:
-    """fp8 weights, base or fine-tuned, that have a scale tensor the plan could not apply."""
-    def unscaled(name: str, dtype: str, scale, names) -> bool:
-        return dtype.startswith("F8") and scale is None and any(name + s in names for s in SCALE_SUFFIXES)
-
-    out = [t.info.name for t in plan.tensors if unscaled(t.info.name, t.info.dtype, t.scale, base_names)]
-    for t in plan.tensors:
-        for x in t.targets:
-            infos = x.source.infos()
-            if unscaled(x.name, infos[x.name].dtype, x.scale, infos):
-                out.append(f"{x.ref.run}/{x.ref.name}: {x.name}")
-    return out
 
 
 def _skip_lines(skipped: list[dict]) -> list[str]:

@@ -46,8 +46,10 @@ def find_scale(name: str, tensors: dict[str, TensorInfo], config: dict) -> Fp8Sc
     fp8), a reason when the scale's shape is not one of the layouts above."""
     info = tensors[name]
     scale = next((tensors[name + s] for s in SCALE_SUFFIXES if name + s in tensors), None)
-    if scale is None or not info.dtype.startswith("F8") or len(info.shape) != 2:
+    if scale is None or not info.dtype.startswith("F8"):
         return None
+    if len(info.shape) != 2:
+        return f"scale {scale.name} of a {len(info.shape)}-D weight"
     rows, cols = info.shape
     if math.prod(scale.shape) == 1:
         return Fp8Scale(scale, (rows, cols))
