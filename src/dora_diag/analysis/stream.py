@@ -123,7 +123,7 @@ class Streamer:
         results = []
         for t, acc in zip(plan.targets, sums):
             if bool(unsure_c2(acc).any()):
-                acc.c2 = self._channel_pass(plan, t, axis, lambda a, c, ch: square_sums(c, axis))
+                acc.c2 = self._channel_pass(plan, t, axis, lambda a, c, channels: square_sums(c, axis))
             changes = channel_changes(acc)
             if bool(changes.refine.any()):
                 self._refine(plan, t, acc, changes, axis)
@@ -185,23 +185,21 @@ class Streamer:
         """Second pass for nearly radial channels: fp64 chord instead of the difference formula."""
         safe = lambda n: n.where(n > 0, torch.ones_like(n))  # noqa: E731
         a_norm, c_norm = safe(acc.a2.sqrt()), safe(acc.c2.sqrt())
-        apply_chord(ch, self._channel_pass(plan, t, axis,
-                                           lambda a, c, ch: chord_sums(a, c, a_norm[ch], c_norm[ch], axis)))
+        apply_chord(ch, self._channel_pass(plan, t, axis, lambda a, c, channels: chord_sums(
+            a, c, a_norm[channels], c_norm[channels], axis)))
 
     def _channel_pass(self, plan: TensorPlan, t: Target, axis: str,
                       fn: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
         """Stream target ``t`` again and total ``fn(a, c, channels)`` per channel in fp64;
         ``channels`` selects the block's channels (all of them for ``axis="in"``)."""
-        total = None
+        total = torch.zeros(t.rows if axis == "out" else plan.info.row_elements, dtype=torch.float64,
+                            device=self.device)
         for a, read, start, stop in self._blocks(plan, [t], limit=t.rows):
             c = read[0] if read else self._target_rows(t, a, start, stop)
             if axis == "out":
-                part = fn(a, c, slice(start, stop))
-                total = torch.zeros(t.rows, dtype=torch.float64, device=self.device) if total is None else total
-                total[start:stop] = part
+                total[start:stop] = fn(a, c, slice(start, stop))
             else:
-                part = fn(a, c, slice(None))
-                total = part if total is None else total + part
+                total += fn(a, c, slice(None))
         return total
 
 

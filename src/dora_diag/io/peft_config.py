@@ -44,19 +44,23 @@ class AdapterConfig:
     def rank_and_scale(self, module_path: str) -> tuple[int, float]:
         """(r, s) of one module, as PEFT assigns them: patterns matched against the module path
         (the adapter key without ``base_model.model.``), s = alpha/r or alpha/sqrt(r) (rsLoRA)."""
-        r = self.rank_pattern.get(pattern_key(self.rank_pattern, module_path), self.r)
-        alpha = self.alpha_pattern.get(pattern_key(self.alpha_pattern, module_path), self.alpha)
+        r = pattern_value(self.rank_pattern, module_path, self.r)
+        alpha = pattern_value(self.alpha_pattern, module_path, self.alpha)
         return int(r), float(alpha) / (math.sqrt(r) if self.use_rslora else r)
 
     def indices_for(self, module_path: str) -> list[int] | None:
         """Token indices of the trainable-tokens adapter on ``module_path``."""
         if isinstance(self.token_indices, dict):
-            key = pattern_key(self.token_indices, module_path)
-            return self.token_indices.get(key)
+            return pattern_value(self.token_indices, module_path, None)
         return self.token_indices
 
 
-def pattern_key(patterns: dict, module_path: str) -> str:
+def pattern_value(patterns: dict, module_path: str, default):
+    """The value of ``module_path``'s pattern key in ``patterns``, or ``default``."""
+    return patterns.get(_pattern_key(patterns, module_path), default)
+
+
+def _pattern_key(patterns: dict, module_path: str) -> str:
     """PEFT's ``get_pattern_key``: the first key K with ``(.*\\.)?(K)$`` matching the path."""
     for key in patterns:
         if re.match(rf"(.*\.)?({key})$", module_path):

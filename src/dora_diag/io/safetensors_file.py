@@ -169,7 +169,7 @@ class RowReader:
         """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``.
 
         ``out``, a uint8 CPU tensor of at least that many bytes, is filled and viewed instead
-        of allocating (the streamer reuses two such buffers per source).
+        of allocating (the streamer reuses one per source, two on CUDA).
         """
         nbytes = (stop - start) * info.row_bytes
         buf = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]

@@ -31,7 +31,7 @@ MAX_CPU_STREAMS = 4
 def cpu_streams(device: torch.device) -> int:
     """How many tensors to stream at once: on CPU one per core (up to ``MAX_CPU_STREAMS``), each
     with single-threaded torch ops. Measured on 2 cores (benchmarks/): 2 streams x 1 thread run
-    ~10% faster warm and ~30% faster cold than 1 stream x 2 threads, whose per-block ops are too
+    ~6% faster warm and ~1.6x faster cold than 1 stream x 2 threads, whose per-block ops are too
     small to split well and which leaves the disk one request at a time. A GPU gets one."""
     return 1 if device.type != "cpu" else max(1, min(MAX_CPU_STREAMS, torch.get_num_threads()))
 

@@ -12,9 +12,10 @@ is pure rounding noise. With ``d = c - a`` (exact in fp32 for bf16/fp16 inputs) 
 whose terms are each accurate to their own size: sums run in fp32 per block and are combined
 in fp64. Per block only ``|a|^2``, ``<a, d>`` and ``|d|^2`` are summed (one batched Gram
 product); ``|c|^2`` follows from them except where a channel lost most of its norm, which
-``unsure_c2`` flags for a sum over c itself (``square_sums``). The subtraction only loses digits when the change is almost purely radial
-(``(|c| - |a|)^2`` close to ``|d|^2``); those channels are flagged and recomputed from the
-chord ``|a/|a| - c/|c||^2 / 2`` in fp64 (``chord_sums``), which has no cancellation.
+``unsure_c2`` flags for a sum over c itself (``square_sums``). The subtraction only loses
+digits when the change is almost purely radial (``(|c| - |a|)^2`` close to ``|d|^2``); those
+channels are flagged and recomputed from the chord ``|a/|a| - c/|c||^2 / 2`` in fp64
+(``chord_sums``), which has no cancellation.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io.peft_config import pattern_key
+from ..io.peft_config import pattern_value
 from ..options import ADAPTER_METHODS
 from .dense import features, is_dense, with_weight_out_in
 from .layers import (AdapterLayer, DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear,
@@ -47,8 +47,8 @@ class AdapterConfig:
 
     def rank_alpha(self, module_path: str) -> tuple[int, float]:
         """(r, alpha) of one module, patterns first."""
-        return (self.rank_pattern.get(pattern_key(self.rank_pattern, module_path), self.rank),
-                self.alpha_pattern.get(pattern_key(self.alpha_pattern, module_path), self.alpha))
+        return (pattern_value(self.rank_pattern, module_path, self.rank),
+                pattern_value(self.alpha_pattern, module_path, self.alpha))
 
     def validate(self) -> None:
         if self.method not in METHODS:
