@@ -17,3 +17,7 @@ QUANTIZE = ("nf4",)
 
 DEMO_STEPS = 200
 DEMO_SAVE_EVERY = 50
+
+# The matched trial (check --trial): runs of at most this many steps unless asked, this many seeds.
+TRIAL_STEPS = 100
+TRIAL_SEEDS = 2

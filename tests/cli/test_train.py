@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -31,6 +32,9 @@ def test_train_then_compare(base_dir, tmp_path, capsys):
                              "--magnitude-lr-mult", "2", "--device", "cpu", "--out", str(out))
     assert code == 0, err
     assert f"run written to {out}" in stdout and "checkpoint-4" in stdout
+    assert re.search(r"^eval before training:  loss \d+\.\d{4}  accuracy \d\.\d{4}  exact_match \d\.\d{4}$",
+                     stdout, re.M)
+    assert re.search(r"^eval after 4 steps: loss \d+\.\d{4}  accuracy", stdout, re.M)
     cfg = json.loads((out / "train_config.json").read_text())["config"]
     assert cfg["targets"] == ["q_proj", "v_proj", "o_proj"] and cfg["magnitude_lr_mult"] == 2.0
     assert (out / "checkpoint-2" / "adapter_config.json").is_file()
@@ -63,3 +67,14 @@ def test_interrupt_names_the_last_checkpoint(base_dir, tmp_path, capsys, monkeyp
     code, _, err = call(capsys, "train", "--method", "ft", "--model", str(base_dir), "--steps", "5",
                         "--save-every", "2", "--batch-size", "4", "--device", "cpu", "--out", str(out))
     assert code == 130 and f"last complete checkpoint: {out / 'checkpoint-2'}" in err
+
+
+def test_defaults_are_trainconfigs_resolved(base_dir, tmp_path, capsys):
+    from dora_diag.train.config import ALL_PROJECTIONS, DEFAULT_LR
+    out = tmp_path / "run"
+    code, _, err = call(capsys, "train", "--method", "dvora", "--model", str(base_dir), "--steps", "20",
+                        "--save-every", "20", "--batch-size", "4", "--device", "cpu", "--out", str(out), "-q")
+    assert code == 0, err
+    cfg = json.loads((out / "train_config.json").read_text())["config"]
+    assert cfg["lr"] == DEFAULT_LR["adapter"] and cfg["warmup_steps"] == 2 and cfg["rank"] == 8
+    assert tuple(cfg["targets"]) == ALL_PROJECTIONS and cfg["threads"] == 1  # a tiny model: one thread

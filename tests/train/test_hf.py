@@ -91,7 +91,8 @@ def test_prompt_completion_masks_the_prompt(llama_dir, tmp_path):
 def test_llama_lora_run_compares_with_the_base(llama_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", colour_records(40))
     run = train(TrainConfig(out=str(tmp_path / "run"), method="dora", model=str(llama_dir), data=str(data),
-                            steps=4, save_every=2, batch_size=8, lr=1e-2, device="cpu"))
+                            targets=("q_proj", "v_proj"), steps=4, save_every=2, batch_size=8, lr=1e-2,
+                            device="cpu"))
     meta = json.loads((run / "train_config.json").read_text())
     assert meta["task"] == "causal-lm" and meta["train_examples"] == 36 and meta["eval_examples"] == 4
     table = dora_diag.compare(llama_dir, f"DoRA={run}").table
@@ -136,3 +137,21 @@ def test_missing_transformers_says_what_to_install(llama_dir, tmp_path, monkeypa
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "a dog"}] * 4)
     with pytest.raises(InputError, match=r"pip install 'dora-diag\[hf\]'"):
         train(TrainConfig(out=str(tmp_path / "run"), method="lora", model=str(llama_dir), data=str(data), steps=1))
+
+
+def test_trial_on_a_peft_lora_adapter_needs_data_and_copies_its_config(llama_dir, tmp_path):
+    from dora_diag.train.trial import run_trial
+    peft = pytest.importorskip("peft")
+    adapter = tmp_path / "adapter"
+    model = transformers.LlamaForCausalLM.from_pretrained(str(llama_dir))
+    config = peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "o_proj"], lora_dropout=0.05)
+    peft.get_peft_model(model, config).save_pretrained(str(adapter))
+    with pytest.raises(InputError, match="needs training data for the trial; give --data"):
+        run_trial(llama_dir, adapter)
+    data = write_jsonl(tmp_path / "d.jsonl", colour_records(24))
+    result = run_trial(llama_dir, adapter, steps=2, seeds=2, data=str(data), device="cpu")
+    s = result["settings"]
+    assert (s["rank"], s["alpha"], s["dropout"], s["targets"]) == (4, 12.0, 0.05, ("o_proj", "q_proj"))
+    assert s["from"]["targets"] == "adapter_config.json" and s["from"]["data"] == "argument"
+    assert [r["method"] for r in result["runs"]] == ["lora", "dora", "lora", "dora"]
+    assert result["difference"]["seeds"] == 2 and result["summary"].startswith("DoRA ")

@@ -100,7 +100,7 @@ def test_magnitude_only_trains_fewer_parameters_on_the_mlp(base_dir, tmp_path):
 
 
 def test_nf4_run_reports_smaller_model(base_dir, tmp_path):
-    run = train(quick(tmp_path / "q", base_dir, method="dora", quantize="nf4"))
+    run = train(quick(tmp_path / "q", base_dir, method="dora", quantize="nf4", targets=("q_proj", "v_proj")))
     measured = json.loads((run / "train_config.json").read_text())["measured"]
     assert measured["quantized_modules"] == 14  # 7 projections x 2 layers; lm_head stays
     assert measured["model_bytes"] < measured["model_bytes_full"] * 0.6

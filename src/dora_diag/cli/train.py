@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
 from ..options import DEVICES, QUANTIZE, TRAIN_METHODS
+from ..train.config import DEFAULT_LR, SMALL_MODEL_PARAMS, WARMUP_FRACTION, TrainConfig
 from .main import cli
+
+# One source for the defaults: TrainConfig's fields (torch-free module, so --help stays fast).
+TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
 class BarTrainProgress:   # a train.trainer.TrainProgress
@@ -47,47 +52,62 @@ def last_checkpoint(run_dir: str) -> str | None:
     return str(p / steps[-1][1]) if steps else None
 
 
+def _default(name: str):
+    return TRAIN_DEFAULTS[name]
+
+
+def _eval_text(record: dict) -> str:
+    return "  ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in record.items() if k.startswith("eval_"))
+
+
 @cli.command("train")
-@click.option("--method", type=click.Choice(TRAIN_METHODS), default="dora", show_default=True,
+@click.option("--method", type=click.Choice(TRAIN_METHODS), default=_default("method"), show_default=True,
               help="ft = full fine-tuning; dora-magnitude-only = direction+magnitude on --targets, "
                    "magnitude only on --magnitude-only (the paper's reduced granularity).")
-@click.option("--model", default="builtin", show_default=True,
+@click.option("--model", default=_default("model"), show_default=True,
               help="'builtin' (small torch transformer, base trained on task A), a builtin model "
                    "directory, or a local Hugging Face model directory (needs the 'hf' extra).")
-@click.option("--data", default="builtin", show_default=True,
+@click.option("--data", default=_default("data"), show_default=True,
               help="'builtin' (task B) or a JSONL file: {\"text\"}, {\"prompt\",\"completion\"} "
                    "or {\"text\",\"label\"}.")
 @click.option("--out", required=True, type=click.Path(), help="Run directory to create.")
-@click.option("--rank", type=int, default=8, show_default=True)
-@click.option("--alpha", type=float, default=16.0, show_default=True)
-@click.option("--dropout", type=float, default=0.0, show_default=True)
+@click.option("--rank", type=int, default=_default("rank"), show_default=True)
+@click.option("--alpha", type=float, default=_default("alpha"), show_default=True)
+@click.option("--dropout", type=float, default=_default("dropout"), show_default=True)
 @click.option("--rslora", is_flag=True, help="Scale by alpha/sqrt(rank) instead of alpha/rank.")
-@click.option("--targets", default="q_proj,v_proj", show_default=True,
+@click.option("--targets", default=",".join(_default("targets")), show_default=True,
               help="Comma-separated module patterns (add the head, e.g. 'classifier', to train it too).")
-@click.option("--magnitude-only", default="gate_proj,up_proj,down_proj", show_default=True,
+@click.option("--magnitude-only", default=",".join(_default("magnitude_only")), show_default=True,
               help="Magnitude-only modules for --method dora-magnitude-only.")
-@click.option("--steps", type=int, default=300, show_default=True)
-@click.option("--save-every", type=int, default=50, show_default=True)
-@click.option("--log-every", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--magnitude-lr-mult", type=float, default=1.0, show_default=True,
+@click.option("--steps", type=int, default=_default("steps"), show_default=True)
+@click.option("--save-every", type=int, default=_default("save_every"), show_default=True)
+@click.option("--log-every", type=int, default=_default("log_every"), show_default=True)
+@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True)
+@click.option("--lr", type=float, default=None,
+              help=f"Learning rate [default: {DEFAULT_LR['adapter']:g} for adapter methods, {DEFAULT_LR['ft']:g} for ft].")
+@click.option("--magnitude-lr-mult", type=float, default=_default("magnitude_lr_mult"), show_default=True,
               help="Learning-rate multiplier for DoRA magnitude vectors.")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--warmup-steps", type=int, default=0, show_default=True)
-@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="0 disables clipping.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weight-decay", type=float, default=_default("weight_decay"), show_default=True)
+@click.option("--warmup-steps", type=int, default=None,
+              help=f"Linear warmup steps [default: {WARMUP_FRACTION:.0%} of --steps].")
+@click.option("--max-grad-norm", type=float, default=_default("max_grad_norm"), show_default=True,
+              help="0 disables clipping.")
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
 @click.option("--quantize", type=click.Choice(QUANTIZE), default=None,
               help="Hold the frozen base in 4-bit NF4 (QLoRA/QDoRA).")
-@click.option("--max-length", type=int, default=128, show_default=True, help="Token limit for JSONL data.")
-@click.option("--eval-fraction", type=float, default=0.1, show_default=True,
+@click.option("--max-length", type=int, default=_default("max_length"), show_default=True,
+              help="Token limit for JSONL data.")
+@click.option("--eval-fraction", type=float, default=_default("eval_fraction"), show_default=True,
               help="Share of JSONL records held out for evaluation.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=_default("device"), show_default=True)
+@click.option("--threads", type=int, default=None,
+              help=f"torch CPU threads [default: 1 for models under {SMALL_MODEL_PARAMS / 1e6:g}M parameters, "
+                   "where more threads only add overhead; else torch's default].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def train_cmd(quiet: bool, targets: str, magnitude_only: str, rslora: bool, **options):
     """Fine-tune with full FT, LoRA, DoRA or a DoRA variant; write checkpoint-N/ folders that
-    'dora-diag compare' and 'dora-diag check' read."""
-    from ..train.trainer import TrainConfig, train
+    'dora-diag compare' and 'dora-diag check' read. Prints the eval metrics before and after."""
+    from ..train.trainer import eval_history, train
 
     cfg = TrainConfig(targets=_patterns(targets), magnitude_only=_patterns(magnitude_only),
                       use_rslora=rslora, **options)
@@ -98,4 +118,7 @@ def train_cmd(quiet: bool, targets: str, magnitude_only: str, rslora: bool, **op
         click.echo(f"dora-diag: interrupted; last complete checkpoint: {last or 'none'}", err=True)
         sys.exit(130)
     if not quiet:
+        evals = eval_history(run_dir)
+        click.echo(f"eval before training:  {_eval_text(evals[0])}")
+        click.echo(f"eval after {evals[-1]['step']} steps: {_eval_text(evals[-1])}")
         click.echo(f"run written to {run_dir} (last checkpoint {last_checkpoint(str(run_dir))})")

@@ -1,11 +1,22 @@
 """DoRA/LoRA trainer building blocks: adapter layers, injection by name pattern, PEFT adapter files.
 
-Only light imports here (torch); transformers is never imported at module import time.
+Nothing heavy is imported with the package: ``dora_diag.train.config`` (TrainConfig, which
+the CLI reads its defaults from) must import without torch, so these names load on first use.
+transformers is never imported at module import time.
 """
 
-from .inject import METHODS, AdapterConfig, apply_adapters, merge_adapters, param_groups
-from .layers import DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear
-from .peft_format import load_peft_adapter, save_peft_adapter
+from importlib import import_module
 
-__all__ = ["METHODS", "AdapterConfig", "DVoraLinear", "DoraLinear", "LoraLinear", "MagnitudeOnlyLinear",
-           "apply_adapters", "load_peft_adapter", "merge_adapters", "param_groups", "save_peft_adapter"]
+_LAZY = {"METHODS": ".inject", "AdapterConfig": ".inject", "apply_adapters": ".inject",
+         "merge_adapters": ".inject", "param_groups": ".inject",
+         "DoraLinear": ".layers", "DVoraLinear": ".layers", "LoraLinear": ".layers",
+         "MagnitudeOnlyLinear": ".layers",
+         "load_peft_adapter": ".peft_format", "save_peft_adapter": ".peft_format"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_LAZY[name], __name__), name)

@@ -22,7 +22,8 @@ from ..errors import InputError
 from ..outputs.atomic import write_atomic
 from .data import BUILTIN_VOCAB, builtin_task
 from .model import BuiltinConfig, BuiltinTransformer, is_builtin_dir, load_builtin, save_full_model
-from .trainer import Setup, TrainConfig, evaluate, optimize
+from .config import TrainConfig
+from .trainer import Setup, evaluate, optimize, threads_for, torch_threads
 
 RECIPE_VERSION = 1
 BASE_INFO = "base_info.json"
@@ -71,9 +72,11 @@ def build_base(directory: Path, recipe: BaseRecipe) -> dict:
                       lr=recipe.lr, warmup_steps=recipe.warmup_steps, seed=recipe.seed)
     for p in model.parameters():
         p.requires_grad_(True)
-    optimize(model, train_a, cfg, torch.device("cpu"))
-    info = {"recipe": asdict(recipe), "task_A": evaluate(model, eval_a, 256, torch.device("cpu")),
-            "task_B": evaluate(model, task_split("B", recipe)[1], 256, torch.device("cpu"))}
+    cpu = torch.device("cpu")
+    with torch_threads(threads_for(model, cpu)):
+        optimize(model, train_a, cfg, cpu)
+        info = {"recipe": asdict(recipe), "task_A": evaluate(model, eval_a, 256, cpu),
+                "task_B": evaluate(model, task_split("B", recipe)[1], 256, cpu)}
     save_full_model(model, directory)
     write_atomic(directory / BASE_INFO, json.dumps(info, indent=2) + "\n")
     return info
