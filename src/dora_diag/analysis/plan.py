@@ -90,6 +90,7 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
     unmatched: list[dict] = []
     for ref, source in checkpoints:
         _add_targets(tensors, ref, source, skipped, unmatched, unscaled)
+        skipped.extend({**s, "run": ref.run, "checkpoint": ref.name} for s in source.skipped)
     compared = [t for t in tensors.values() if t.targets]
     skipped_per_checkpoint = {s["tensor"] for s in skipped if "run" in s}
     for t in tensors.values():

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError, UnsupportedError
 from .safetensors_file import TensorInfo, read_header
 
 INDEX_NAME = "model.safetensors.index.json"
+MODEL_INDEX = "model_index.json"   # a diffusers pipeline: one folder per component
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"
 # quantization_config methods that store plain fp8 weights, which are upcast and compared.
@@ -100,6 +101,8 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise _not_safetensors(p, [p])
         tensors, metadata = read_header(str(p))
         return _checked(Checkpoint(str(path), tensors, read_config(p.parent), metadata))
+    if (p / MODEL_INDEX).is_file():
+        return open_pipeline(p, str(path))
     config = read_config(p)
     if (p / INDEX_NAME).is_file():
         return _checked(Checkpoint(str(path), _read_index(p), config))
@@ -108,6 +111,23 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise _not_safetensors(p, sorted(p.iterdir()))
     return _checked(Checkpoint(str(path), _merge_shards(files), config,
                                read_header(str(files[0]))[1] if len(files) == 1 else {}))
+
+
+def open_pipeline(directory: Path, given: str) -> Checkpoint:
+    """A diffusers pipeline (``unet/``, ``transformer/``, ``text_encoder/``, ``vae/``, ... each a
+    checkpoint directory) as one checkpoint: every component with weights, its tensor names
+    prefixed ``<component>.`` so components never collide; folders without weights (scheduler,
+    tokenizer) are left out."""
+    index = read_json(directory / MODEL_INDEX, MODEL_INDEX)
+    tensors: dict[str, TensorInfo] = {}
+    for component in sorted(k for k in index if not k.startswith("_")):
+        folder = directory / component
+        if folder.is_dir() and any(f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES for f in folder.iterdir()):
+            for name, info in open_checkpoint(folder).tensors.items():
+                tensors[f"{component}.{name}"] = replace(info, name=f"{component}.{name}")
+    if not tensors:
+        raise InputError(f"{directory}: a diffusers pipeline ({MODEL_INDEX}) without component weights")
+    return Checkpoint(given, tensors)
 
 
 def _not_safetensors(p: Path, entries: list[Path]) -> InputError:

@@ -71,6 +71,8 @@ def open_adapter(path: str, base: Checkpoint) -> "AdapterSource":
 class AdapterSource:
     """``FineTunedSource`` for an adapter: kind "dora" when ``use_dora``, else "lora"."""
 
+    skipped: tuple[dict, ...] = ()   # PEFT adapters are refused whole rather than in part
+
     def __init__(self, where: str, config: AdapterConfig, base: Checkpoint,
                  modules: dict[str, AdapterModule], full: dict[str, TensorInfo]):
         self.where, self.adapter_config = where, config

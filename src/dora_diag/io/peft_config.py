@@ -70,7 +70,12 @@ def _pattern_key(patterns: dict, module_path: str) -> str:
 
 def read_adapter_config(path: Path) -> AdapterConfig:
     """Parse and validate ``path`` (an adapter_config.json)."""
-    cfg = read_json(path, "adapter_config.json")
+    return parse_adapter_config(read_json(path, "adapter_config.json"), path)
+
+
+def parse_adapter_config(cfg: dict, path: Path) -> AdapterConfig:
+    """Validate the LoRA config ``cfg`` read from ``path`` (an adapter_config.json, or a
+    diffusers LoRA file whose metadata holds the config)."""
     peft_type = cfg.get("peft_type")
     if peft_type != "LORA":
         raise UnsupportedError(f"{path}: peft_type {peft_type!r} is not supported; dora-diag reads LORA adapters "

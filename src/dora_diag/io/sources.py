@@ -8,18 +8,23 @@ streams through the same kernels.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import torch
 
 from ..errors import InputError
 from .checkpoint import ADAPTER_CONFIG, Checkpoint, open_checkpoint
-from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo
+from .diffusers import DIFFUSERS_LORA_WEIGHTS, is_diffusers_lora, open_diffusers_lora
+from .lycoris import is_lycoris_file, open_lycoris
+from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo, read_header
 
 
 class FineTunedSource(Protocol):
     kind: str          # "full", "lora", "dora", ...
     config: dict       # config.json of the checkpoint, {} if none
+    # Parts of the input this source cannot apply, each {"tensor", "reason"} (base name where
+    # known): adapter modules of an unsupported algorithm, names that fit no base tensor.
+    skipped: Sequence[dict]
 
     def infos(self) -> dict[str, TensorInfo]:
         """Tensors this source can produce, by its own names (shapes as stored)."""
@@ -40,6 +45,7 @@ class FullSource:
     """A full fine-tuned checkpoint: rows come straight from its safetensors files."""
 
     kind = "full"
+    skipped: Sequence[dict] = ()
 
     def __init__(self, checkpoint: Checkpoint):
         self.checkpoint = checkpoint
@@ -66,11 +72,28 @@ def is_adapter(path: str) -> bool:
 
 
 def open_source(path: str, base: Checkpoint) -> FineTunedSource:
-    """Open a fine-tuned checkpoint or PEFT adapter at ``path`` against ``base``."""
+    """Open a fine-tuned checkpoint, PEFT adapter, LyCORIS/kohya or diffusers LoRA at ``path``
+    against ``base``."""
     if is_adapter(path):
         try:
             from .peft import open_adapter
         except ImportError:
             raise InputError(f"{path}: PEFT adapters are not supported by this version") from None
         return open_adapter(path, base)
+    weights = _single_adapter_file(path)
+    if weights is not None:
+        tensors = read_header(weights)[0]
+        if is_lycoris_file(tensors):
+            return open_lycoris(weights, base)
+        if is_diffusers_lora(tensors):
+            return open_diffusers_lora(weights, base)
     return FullSource(open_checkpoint(path))
+
+
+def _single_adapter_file(path: str) -> str | None:
+    """The file that may hold a LyCORIS/kohya or diffusers LoRA: ``path`` itself, or a
+    directory's ``pytorch_lora_weights.safetensors`` (diffusers' ``save_lora_weights``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / DIFFUSERS_LORA_WEIGHTS
+    return str(p) if p.is_file() and p.suffix == ".safetensors" else None
