@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dora_diag.architecture import fused_groups, is_transposed, match_names, module_namer
-from dora_diag.architecture.registry import infer_model_type
+from dora_diag.architecture import match_names, module_namer
+from dora_diag.architecture.naming import flat_index, flat_key
 
 
 @pytest.mark.parametrize("names,expected", [
@@ -22,13 +22,13 @@ from dora_diag.architecture.registry import infer_model_type
 ])
 def test_module_names(names, expected):
     got = module_namer(names)
-    assert [got[n] for n in names] == expected
+    assert [(got[n].layer, got[n].module) for n in names] == expected
 
 
 def test_t5_modules_stay_distinct_within_a_stack():
     names = ["decoder.block.0.layer.0.SelfAttention.q.weight", "decoder.block.0.layer.1.EncDecAttention.q.weight",
              "encoder.block.0.layer.0.SelfAttention.q.weight"]
-    got = module_namer(names)
+    got = {n: (p.layer, p.module) for n, p in module_namer(names).items()}
     assert got[names[0]] == (0, "decoder.SelfAttention.q")
     assert got[names[1]] == (0, "decoder.EncDecAttention.q")
     assert got[names[2]] == (0, "encoder.SelfAttention.q")
@@ -47,24 +47,67 @@ def test_ambiguous_suffixes_do_not_match():
     assert match_names(base, ["layers.0.q.weight"]) == {}
 
 
-def test_conv1d_orientation_comes_from_model_type_not_shape():
-    assert is_transposed("gpt2", "h.0.attn.c_attn")
-    assert is_transposed("gpt2", "transformer.h.0.mlp.c_proj")
-    assert not is_transposed("gpt2", "lm_head")
-    assert not is_transposed("llama", "model.layers.0.mlp.c_proj")
-    assert infer_model_type({}, ["h.0.attn.c_attn.weight"]) == "gpt2"
-    assert infer_model_type({"model_type": "bert"}, ["h.0.attn.c_attn.weight"]) == "bert"
+def _places(names):
+    return {n: (p.stack, p.layer, p.module, p.expert) for n, p in module_namer(names).items()}
 
 
-def test_fused_groups():
-    cfg = {"n_embd": 8, "n_head": 2}
-    assert fused_groups("gpt2", "h.0.attn.c_attn", cfg, 24) == [("q", slice(0, 8)), ("k", slice(8, 16)),
-                                                                ("v", slice(16, 24))]
-    gqa = {"hidden_size": 8, "num_attention_heads": 4, "num_key_value_heads": 2}
-    assert fused_groups("phi3", "layers.0.self_attn.qkv_proj", gqa, 16) == [("q", slice(0, 8)), ("k", slice(8, 12)),
-                                                                         ("v", slice(12, 16))]
-    neox = {"hidden_size": 4, "num_attention_heads": 2}
-    groups = dict(fused_groups("gpt_neox", "layers.0.attention.query_key_value", neox, 12))
-    assert groups == {"q": [0, 1, 6, 7], "k": [2, 3, 8, 9], "v": [4, 5, 10, 11]}
-    assert fused_groups("gpt2", "h.0.attn.c_attn", cfg, 25) is None  # rows disagree with config
-    assert fused_groups("gpt2", "h.0.attn.c_attn", {}, 24) is None    # config lacks head counts
+def test_towers_are_separate_stacks():
+    names = ["text_model.encoder.layers.0.self_attn.q_proj.weight", "vision_model.encoder.layers.0.self_attn.q_proj.weight",
+             "visual_projection.weight"]
+    got = _places(names)
+    assert got[names[0]] == ("text_model.encoder", 0, "text_model.q_proj", None)
+    assert got[names[1]] == ("vision_model.encoder", 0, "vision_model.q_proj", None)
+    assert got[names[2]] == ("", None, "visual_projection", None)
+
+
+def test_nested_stages_get_depth_order_and_shared_module_types():
+    names = [f"encoder.stages.{s}.layers.{b}.layer.{c}.convolution.weight" for s in (0, 1) for b in (0, 1) for c in (0, 1)]
+    got = _places(names)
+    assert [got[n][1] for n in names] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert {got[n][2] for n in names} == {"layer.0.convolution", "layer.1.convolution"}
+
+
+def test_unet_blocks_in_forward_order():
+    names = ["down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+             "down_blocks.0.resnets.1.conv1.weight", "down_blocks.1.resnets.0.conv1.weight",
+             "mid_block.resnets.0.conv1.weight", "up_blocks.0.resnets.0.conv1.weight",
+             "up_blocks.0.upsamplers.0.conv.weight", "down_blocks.1.downsamplers.0.conv.weight", "conv_in.weight"]
+    got = _places(names)
+    order = [got[n][1] for n in names[:6]]
+    assert order == sorted(order) and len(set(order)) == 6
+    assert got[names[0]][2] == got[names[4]][2] == "conv1"
+    assert got[names[1]][2] == "to_q"
+    assert got[names[6]][2] == "upsamplers.conv" and got[names[7]][2] == "downsamplers.conv"
+    assert got["conv_in.weight"] == ("", None, "conv_in", None)
+
+
+def test_experts_share_the_module_and_keep_their_index():
+    names = [f"model.layers.0.block_sparse_moe.experts.{e}.w{k}.weight" for e in range(3) for k in (1, 2)]
+    got = _places(names)
+    assert got[names[0]] == ("", 0, "w1", 0) and got[names[5]] == ("", 0, "w2", 2)
+
+
+def test_places_are_unique_within_a_checkpoint():
+    names = ["encoder.block.0.layer.0.SelfAttention.q.weight", "encoder.block.0.layer.1.DenseReluDense.wi.weight",
+             "decoder.block.0.layer.0.SelfAttention.q.weight", "decoder.block.0.layer.1.EncDecAttention.q.weight",
+             "a.layers.0.q.weight", "b.layers.0.q.weight", "layers.1.q.weight",
+             "encoder.stages.0.layers.0.layer.0.convolution.weight", "encoder.stages.0.layers.0.shortcut.convolution.weight"]
+    places = list(_places(names).values())
+    assert len(set(places)) == len(places)
+
+
+def test_renamed_modules_match_through_rename():
+    base = ["vit.encoder.layer.0.attention.attention.query.weight", "classifier.weight"]
+    ft = ["vit.layers.0.attention.q_proj.weight", "classifier.weight"]
+    assert match_names(base, ft) == {"classifier.weight": "classifier.weight"}
+    rename = lambda n: n.replace("encoder.layer.", "layers.").replace("attention.attention.query", "attention.q_proj")  # noqa: E731
+    assert match_names(base, ft, rename) == dict(zip(base, ft))
+
+
+def test_flat_keys_for_kohya_names():
+    names = ["down_blocks.0.attentions.0.proj_in.weight", "model.layers.0.self_attn.q_proj.weight"]
+    assert flat_key(names[0]) == "down_blocks_0_attentions_0_proj_in"
+    index = flat_index(names)
+    assert index["down_blocks_0_attentions_0_proj_in"] == names[0]
+    assert index["layers_0_self_attn_q_proj"] == index["model_layers_0_self_attn_q_proj"] == names[1]
+    assert flat_index(["a.b_c.weight", "a_b.c.weight"]) == {}   # lossy flattening: neither is kept

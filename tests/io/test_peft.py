@@ -141,8 +141,10 @@ def test_refuses_unsupported_configs(make_adapter, patch, message):
 def test_wrong_base_is_named(make_adapter, tmp_path):
     case = make_adapter("llama", r=2, target_modules=["q_proj"])
     other = make_adapter("gpt2", r=2, target_modules=["c_attn"], fan_in_fan_out=True)
-    with pytest.raises(InputError, match="no tensor of"):
+    with pytest.raises(InputError, match="this adapter changes 2 tensors, 0 found in the base"):
         dora_diag.compare(other.base, case.adapter)
+    with pytest.raises(InputError, match="no tensor of"):
+        dora_diag.compare(other.base, case.adapter, allow_partial=True)
     cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                    num_key_value_heads=2, vocab_size=96)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "wider")

@@ -34,14 +34,15 @@ class Progress:
 
 def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = "out",
             device: str = "auto", split_fused: bool = False, block_bytes: int = DEFAULT_BLOCK_BYTES,
-            progress: Progress | None = None) -> Analysis:
+            progress: Progress | None = None, allow_partial: bool = False) -> Analysis:
     """Compare fine-tuned checkpoints with ``base`` tensor by tensor.
 
     Each ``finetuned`` item is ``[LABEL=]PATH``: a checkpoint directory or ``.safetensors`` file,
     a PEFT adapter, or a run directory of ``checkpoint-N/`` folders. ``axis="out"`` measures per
     output channel (the DoRA convention), ``"in"`` per input column (LyCORIS' default).
     On CPU several tensors stream at once (``metrics.device.cpu_streams``) and torch's
-    intra-op thread count is divided among them until this returns.
+    intra-op thread count is divided among them until this returns. An adapter that changes
+    tensors the base lacks is an ``InputError`` unless ``allow_partial``.
     """
     if axis not in AXES:
         raise InputError(f"axis must be 'out' or 'in', not {axis!r}")
@@ -60,7 +61,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
                 source: FineTunedSource = open_source(ref.path, base_ckpt)
                 stack.callback(source.close)
                 opened.append((ref, source))
-        plan = make_plan(base_ckpt, opened, split_fused=split_fused)
+        plan = make_plan(base_ckpt, opened, split_fused=split_fused, allow_partial=allow_partial)
         if not plan.tensors:
             raise InputError(_nothing_matched(base, plan))
         # Adapter sources cache one tensor's factors at a time: their tensors go one by one.

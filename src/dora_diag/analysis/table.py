@@ -11,7 +11,8 @@ from ..metrics.kernels import ChannelChanges
 from .plan import TensorPlan
 from .stream import TargetResult
 
-COLUMNS = ["run", "step", "checkpoint", "tensor", "layer", "module", "group", "rows", "cols", "dtype",
+COLUMNS = ["run", "step", "checkpoint", "tensor", "stack", "layer", "module", "expert", "group", "rows", "cols",
+           "dtype",
            "delta_m", "delta_d", "rel_delta_m", "zero_rows", "flags"]
 
 
@@ -49,7 +50,8 @@ def rows_for(plan: TensorPlan, results: list[TargetResult]) -> list[dict]:
                 flags.append("all channels zero")
             rows.append({
                 "run": t.ref.run, "step": t.ref.step, "checkpoint": t.ref.name, "tensor": plan.info.name,
-                "layer": plan.layer, "module": f"{plan.module}.{group}" if group else plan.module, "group": group,
+                "stack": plan.stack, "layer": plan.layer,
+                "module": f"{plan.module}.{group}" if group else plan.module, "expert": plan.expert, "group": group,
                 "rows": plan.out_features if not group else _count(index), "cols": plan.in_features,
                 "dtype": plan.info.dtype, **stats, "flags": ";".join(flags),
             })
@@ -65,6 +67,7 @@ def build_table(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(rows, columns=COLUMNS)
     df["step"] = df["step"].astype("Int64")
     df["layer"] = df["layer"].astype("Int64")
+    df["expert"] = df["expert"].astype("Int64")
     for col in ("rows", "cols", "zero_rows"):
         df[col] = df[col].astype("int64")
     for col in ("delta_m", "delta_d", "rel_delta_m"):

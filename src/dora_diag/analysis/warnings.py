@@ -42,6 +42,7 @@ class WarningLog:
                        f"weights ({_examples([n for n, _ in found])}): flagged 'nonfinite', their non-finite "
                        "channels left out of ΔM/ΔD and the tensors left out of the fits")
         out.extend(self._resized)
+        out.extend(plan.notes)
         out.extend(_skip_lines(plan.skipped))
         out.extend(_unmatched_lines(plan.unmatched))
         fp8 = plan.unscaled

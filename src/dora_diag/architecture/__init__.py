@@ -1,6 +1,7 @@
-"""Architecture knowledge kept as data: layer containers, Conv1D orientation, fused projections."""
+"""Architecture knowledge kept as data: layer containers, Conv1D orientation, fused projections, renames."""
 
-from .naming import TensorName, match_names, module_namer
+from .naming import Place, TensorName, flat_index, flat_key, match_names, module_namer
 from .registry import FusedSpec, fused_groups, is_transposed
 
-__all__ = ["FusedSpec", "TensorName", "fused_groups", "is_transposed", "match_names", "module_namer"]
+__all__ = ["FusedSpec", "Place", "TensorName", "flat_index", "flat_key", "fused_groups", "is_transposed",
+           "match_names", "module_namer"]

@@ -50,10 +50,11 @@ def _print_summary(analysis) -> None:
               help="Channels: 'out' = output rows (DoRA/PEFT), 'in' = input columns (LyCORIS).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--split-fused", is_flag=True, help="Also report fused q/k/v projections per group.")
+@click.option("--allow-partial", is_flag=True, help="Compare an adapter's tensors found in BASE even when some are not.")
 @click.option("--block-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
               show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, block_mb, quiet):
+def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, allow_partial, block_mb, quiet):
     """Compare FINETUNED checkpoints (or run directories, or PEFT adapters) with BASE.
 
     BASE is a model directory (model.safetensors or shards with an index) or a .safetensors
@@ -66,7 +67,7 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, blo
         check_writable(path)
     analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
                            split_fused=opts.split_fused, block_bytes=max(1, int(opts.block_mb * 2**20)),
-                           progress=BarProgress("comparing", not opts.quiet))
+                           progress=BarProgress("comparing", not opts.quiet), allow_partial=allow_partial)
     print_warnings(analysis, opts.quiet)
     if opts.csv:
         analysis.to_csv(opts.csv)

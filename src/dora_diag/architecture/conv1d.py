@@ -1,0 +1,47 @@
+"""Which modules store their weight (in, out): transformers' ``Conv1D``, the transpose of nn.Linear.
+
+It is a fact about the model class, never guessed from a shape (a square ``c_proj`` looks
+exactly like a Linear). With transformers installed it is read from the model's own modeling
+source (the attributes assigned a ``Conv1D(...)``), without importing transformers;
+``registry.TRANSPOSED_MODULES`` covers the families known when it is not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from functools import lru_cache
+from pathlib import Path
+
+_ASSIGNED = re.compile(r"self\.(\w+)\s*=\s*Conv1D\(")
+_MODULE_DIR = re.compile(r"[a-z0-9_]+")
+# model_type values whose transformers module directory is not the model type itself.
+_SPECIAL_DIRS = {"openai-gpt": "openai"}
+# Leaf names that Conv1D layers use: a checkpoint of unknown type with these cannot be oriented.
+CONV1D_STYLE = re.compile(r"(^|\.)(c_attn|q_attn|c_fc|c_proj)$")
+
+
+@lru_cache(maxsize=None)
+def _models_dir() -> Path | None:
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+@lru_cache(maxsize=256)
+def conv1d_attributes(model_type: str) -> frozenset[str] | None:
+    """Attribute names assigned a ``Conv1D`` in ``model_type``'s modeling file(s), empty if
+    none; None when transformers is not installed or does not know the model type."""
+    models = _models_dir()
+    module = _SPECIAL_DIRS.get(model_type, model_type.replace("-", "_"))
+    if models is None or not _MODULE_DIR.fullmatch(module):
+        return None
+    directory = models / module
+    sources = sorted(directory.glob("modeling_*.py")) if directory.is_dir() else []
+    if not sources:
+        return None
+    found: set[str] = set()
+    for path in sources:
+        found.update(_ASSIGNED.findall(path.read_text(encoding="utf-8", errors="replace")))
+    return frozenset(found)
