@@ -29,7 +29,8 @@ last = a.table[a.table["step"] == a.table["step"].max()]
 print(last.groupby(["run", "module"])["delta_d"].mean().unstack(0).sort_values("FT", ascending=False))
 
 # %% Figure 2 statistics: Pearson r of ΔD vs ΔM per module type, and pooled.
-print(a.stats("module")[["run", "module", "n", "pearson_r", "p_value", "ci_low", "ci_high", "slope"]])
+print(a.stats("module")[["run", "module", "n", "units", "pearson_r", "partial_r", "partial_ci_low", "partial_ci_high",
+                          "partial_p", "slope"]])
 
 # %% Figures are plotly objects: show them in a notebook, or save them.
 fig = a.figure("scatter", module="q_proj")
@@ -37,7 +38,7 @@ fig.write_html(work / "q_proj.html", include_plotlyjs=True)
 
 # %% The "will DoRA help?" check on the LoRA-like run.
 v = dora_diag.check(work / "base", work / "lora")
-for verdict in v.meta["verdicts"]:
+for verdict in v.verdicts:
     print(verdict["headline"], "-", verdict["reason"])
 
 # %% Everything the CLI writes.

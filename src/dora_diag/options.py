@@ -17,6 +17,13 @@ QUANTIZE = ("nf4",)
 
 DEMO_STEPS = 200
 DEMO_SAVE_EVERY = 50
+DEMO_SEEDS = 3
+
+# "Will DoRA help?": the heuristic's thresholds (analysis.verdict; the check command's options).
+CHECK_MIN_R = 0.3        # the detrended coupling above which DoRA likely helps
+CHECK_ALPHA = 0.05       # significance level of its layer-permutation p (and 1 - the CI level)
+CHECK_MIN_UNITS = 6      # fewer independent layers is too little data (the paper's analysis used six)
+CHECK_TRIAL_SEEDS = 2
 
 # The matched trial (check --trial): runs of at most this many steps unless asked, this many seeds.
 TRIAL_STEPS = 100

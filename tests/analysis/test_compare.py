@@ -69,8 +69,10 @@ def test_llama_run_matches_reference_and_reads_base_once(llama_run):
     base, run = llama_run
     a = dora_diag.compare(base, f"LoRA={run}")
     t = a.table
-    assert list(t.columns[:15]) == ["run", "step", "checkpoint", "tensor", "stack", "layer", "module", "expert",
-                                    "group", "rows", "cols", "dtype", "delta_m", "delta_d", "rel_delta_m"]
+    assert t.columns[1] == "method" and set(t["method"]) == {"lora"}
+    assert [c for c in t.columns if c not in ("method", "stack", "expert")][:13] == [
+        "run", "step", "checkpoint", "tensor", "layer", "module", "group", "rows", "cols", "dtype", "delta_m",
+        "delta_d", "rel_delta_m"]
     assert set(t["run"]) == {"LoRA"} and sorted(set(t["step"])) == [10, 20, 30]
     assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(t["module"])
     assert t.loc[t["module"] == "q_proj", "layer"].tolist() == [0, 1, 2] * 3

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dora_diag.analysis.analysis import Analysis
-from dora_diag.analysis.stats import fit, pooled_fits
+from dora_diag.analysis.stats import fit, module_stats
 from dora_diag.analysis.table import build_table
 
 
@@ -21,11 +21,11 @@ def test_fit_matches_textbook_formulas():
     r = np.corrcoef(x, y)[0, 1]
     assert out["n"] == 30 and out["pearson_r"] == pytest.approx(r)
     z, se = math.atanh(r), 1 / math.sqrt(27)
-    assert out["ci_low"] == pytest.approx(math.tanh(z - 1.959964 * se), rel=1e-5)
-    assert out["ci_high"] == pytest.approx(math.tanh(z + 1.959964 * se), rel=1e-5)
+    assert out["naive_ci_low"] == pytest.approx(math.tanh(z - 1.959964 * se), rel=1e-5)
+    assert out["naive_ci_high"] == pytest.approx(math.tanh(z + 1.959964 * se), rel=1e-5)
     t = r * math.sqrt(28 / (1 - r * r))
     from scipy.stats import t as t_dist
-    assert out["p_value"] == pytest.approx(2 * t_dist.sf(abs(t), 28), rel=1e-6)
+    assert out["naive_p"] == pytest.approx(2 * t_dist.sf(abs(t), 28), rel=1e-6)
     slope = np.cov(x, y, ddof=1)[0, 1] / np.var(x, ddof=1)
     assert out["slope"] == pytest.approx(slope) and out["intercept"] == pytest.approx(y.mean() - slope * x.mean())
     ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
@@ -57,16 +57,19 @@ def test_pooling_standardizes_within_module_types():
     table = _table({"q_proj": q, "down_proj": mlp})
     raw = fit(table["delta_d"].to_numpy(), table["delta_m"].to_numpy())
     assert raw["pearson_r"] > 0.5
-    pooled = pooled_fits(table).iloc[0]
-    assert pooled["module"] == "(pooled)" and pooled["n"] == 10
+    pooled = module_stats(table, {}, ["FT"]).iloc[-1]
+    assert pooled["module"] == "(pooled)" and pooled["n"] == 10 and pooled["units"] == 5
     assert pooled["pearson_r"] == pytest.approx(-1.0)
 
 
 def test_analysis_stats_views():
     table = _table({"q_proj": [(1e-6 * i, 2e-3 * i) for i in range(1, 6)], "v_proj": [(2e-6 * i, 1e-3 * i) for i in range(1, 6)]})
-    a = Analysis(table, {"runs": [{"label": "FT"}]})
+    a = Analysis(table, {"runs": [{"label": "FT", "method": "ft"}]})
     by_module = a.stats("module")
     assert by_module["module"].tolist() == ["q_proj", "v_proj", "(pooled)"]
+    assert by_module["method"].tolist() == ["ft"] * 3
+    assert a.stats("module") is not a.stats("module")  # copies of one computation
+    assert a._stats["module"] is not None
     assert by_module["pearson_r"].tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert a.stats("run")["n"].tolist() == [10]
     assert a.stats("layer")["n"].tolist() == [2] * 5

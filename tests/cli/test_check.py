@@ -16,45 +16,49 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
-    """A 3-layer LLaMA base and a run directory of three LoRA adapter checkpoints."""
-    return save_lora_run(tmp_path_factory.mktemp("check"))
+    """A 6-layer LLaMA base and a run directory of three LoRA adapter checkpoints."""
+    return save_lora_run(tmp_path_factory.mktemp("check"), layers=6)
 
 
 def test_check_prints_verdict_and_writes_json(lora_run, tmp_path, capsys):
     base, run = lora_run
     js = tmp_path / "verdict.json"
-    code, out, err = call(capsys, "check", str(base), f"LoRA={run}", "--json", str(js), "--min-points", "4")
+    code, out, err = call(capsys, "check", str(base), f"LoRA={run}", "--json", str(js))
     assert code == 0, err
     doc = json.loads(js.read_text())
     (v,) = doc["verdicts"]
-    assert v["run"] == "LoRA" and v["kind"] == "lora" and v["pooled"]["n"] == 18
-    assert v["decision"] == "dora_likely_helps" and "why: r = +" in out
-    assert v["thresholds"] == {"min_r": 0.3, "alpha": 0.05, "min_points": 4}
+    assert v["run"] == "LoRA" and v["method"] == "lora" and v["pooled"]["n"] == 36 and v["pooled"]["units"] == 6
+    assert v["decision"] in ("dora_likely_helps", "marginal", "inconclusive") and v["statistic"] == "partial_r"
+    assert v["thresholds"] == {"min_r": 0.3, "alpha": 0.05, "min_units": 6}
     assert out.startswith(f"LoRA (lora): {v['headline']}")
-    assert "pooled" in out and "q_proj" in out and "v_proj" in out and "n=18" in out
-    assert doc["bytes_read"] > 0 and doc["runs"][0]["checkpoints"][0]["kind"] == "lora"
+    assert "pooled" in out and "q_proj" in out and "v_proj" in out and "layers=6" in out
+    assert f"decision: {v['decision']} (decided by {v['decided_by']})" in out
+    assert doc["bytes_read"] > 0 and doc["runs"][0]["checkpoints"][0]["method"] == "lora"
 
 
-def test_dora_run_says_so(tmp_path, capsys):
+def test_dora_run_is_described_not_advised(tmp_path, capsys):
     base, run = save_lora_run(tmp_path, layers=2, steps=(5, 10), use_dora=True)
-    code, out, err = call(capsys, "check", str(base), str(run), "--min-points", "4")
+    code, out, err = call(capsys, "check", str(base), str(run))
     assert code == 0, err
-    assert out.startswith("run (dora): [dora run]") and "note: This is a DoRA run" in out
+    assert out.startswith("run (dora): DoRA run:") and "decision: not_applicable" in out
+    assert "DoRA likely helps" not in out
 
 
 def test_thresholds_change_the_decision(lora_run, tmp_path, capsys):
     base, run = lora_run
     js = tmp_path / "v.json"
-    code, _, err = call(capsys, "check", str(base), str(run), "--json", str(js), "--min-points", "100", "-q")
+    code, _, err = call(capsys, "check", str(base), str(run), "--json", str(js), "--min-units", "100", "-q")
     assert code == 0, err
     (v,) = json.loads(js.read_text())["verdicts"]
-    assert v["decision"] == "inconclusive" and "too few points: n = 18 < 100" in v["reason"]
+    assert v["decision"] == "inconclusive" and "too few layers: 6 independent layers < 100" in v["reason"]
 
 
 def test_bad_threshold_and_unwritable_output_exit_2(lora_run, tmp_path, capsys):
     base, run = lora_run
-    code, _, err = call(capsys, "check", str(base), str(run), "--alpha", "2")
-    assert code == 2 and err.count("\n") == 1 and "alpha must be in (0, 1)" in err
+    code, _, err = call(capsys, "check", str(base), str(run), "--min-units", "2")
+    assert code == 2 and err.count("\n") == 1 and "min_units must be at least 3" in err
+    code, _, err = call(capsys, "check", str(base), str(run), "--significance", "2")
+    assert code == 2 and "--significance" in err
     code, _, err = call(capsys, "check", str(base), str(run), "--json", str(tmp_path / "missing" / "v.json"))
     assert code == 2 and "does not exist" in err
 

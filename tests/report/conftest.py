@@ -13,6 +13,9 @@ MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 SLOPES = {"FT": -0.6, "LoRA": 0.8, "DoRA": -0.3}
 
 
+METHODS = {"FT": "ft", "LoRA": "lora", "DoRA": "dora"}
+
+
 def synthetic_analysis(layers: int = 4, modules=MODULES[:2], steps=(100, 200, 300), runs=("FT", "LoRA"),
                        seed: int = 0, xss: bool = False, logs: bool = True, verdicts: bool = False) -> Analysis:
     g = np.random.default_rng(seed)
@@ -33,7 +36,7 @@ def synthetic_analysis(layers: int = 4, modules=MODULES[:2], steps=(100, 200, 30
             if xss:
                 rows.append(_row(run, step, ckpt, XSS, None, XSS, 5e-2, 5e-5, flags="nonfinite"))
         log = [{"step": s, "loss": 2.0 / (1 + s / 100)} for s in range(10, steps[-1] + 1, 10)] if logs else []
-        meta_runs.append({"label": run, "path": f"runs/{run}",
+        meta_runs.append({"label": run, "path": f"runs/{run}", "method": METHODS.get(run, "unknown"),
                           "checkpoints": [{"name": n, "step": s, "path": f"runs/{run}/{n}", "kind": "full"}
                                           for s, n in zip(steps, names)], "log": log})
     meta = {"tool": "dora-diag", "version": "test", "base": "base/" + (XSS if xss else ""), "runs": meta_runs,
@@ -45,7 +48,7 @@ def synthetic_analysis(layers: int = 4, modules=MODULES[:2], steps=(100, 200, 30
     a = Analysis(build_table(rows), meta)
     if verdicts:
         from dora_diag.analysis.verdict import verdict
-        a.meta["verdicts"] = verdict(a)
+        a.verdicts = verdict(a)
     return a
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..outputs.atomic import write_atomic
 from ..outputs.tabular import dump_json, frame_records, table_csv
-from .stats import grouped_fits, pooled_fits, standardize_within, fit_points
+from .stats import POOLED, layer_stats, module_stats
 
 BY = ("module", "layer", "run")
 
@@ -19,31 +19,44 @@ class Analysis:
     """Per-tensor ΔM/ΔD for every checkpoint of every run against one base.
 
     ``table`` has one row per tensor (and fused group) per checkpoint; ``meta`` records the
-    inputs, device, timings and everything that was skipped or unmatched.
+    inputs, device, timings and everything that was skipped or unmatched; ``verdicts`` holds
+    the "will DoRA help?" verdicts once ``check`` (or ``verdict.verdict``) has given them.
+    Statistics are computed once, on first use, and kept.
     """
 
     table: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    verdicts: list[dict] | None = None
+    _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ---- statistics --------------------------------------------------------------------------
     def stats(self, by: str = "module") -> pd.DataFrame:
-        """Pearson/Spearman/OLS of ΔM on ΔD per run and ``by``.
+        """ΔD–ΔM statistics per run and ``by`` (a copy; computed once).
 
-        ``by="module"``: one fit per module type over its (layer, checkpoint) points, plus a
-        ``(pooled)`` row on values standardized within each module type. ``by="layer"``: one
-        fit per layer over its (module, checkpoint) points, standardized within module type.
-        ``by="run"``: the pooled fit alone.
+        ``by="module"``: one row per module type over its (layer, checkpoint) points, plus a
+        ``(pooled)`` row over all module types z-scored within each. Columns: the paper's
+        ``pearson_r``; ``within_checkpoint_r`` and ``partial_r`` (the shared step and depth
+        trends removed); each with a layer-cluster bootstrap 95% CI (``*_ci_low/high``) and a
+        layer-permutation p (``*_p``), ``units`` = independent layers, ``ci_method``,
+        ``p_method``; the naive Fisher-z CI and t-test p (``naive_*``, points taken as
+        independent), Spearman ρ, OLS slope and intercept. ``by="run"``: the pooled rows alone.
+        ``by="layer"``: one descriptive fit per layer over its (module, checkpoint) points.
         """
         if by not in BY:
             raise ValueError(f"by must be one of {BY}, not {by!r}")
-        whole = self.table[self.table["group"] == ""]
+        key = "layer" if by == "layer" else "module"
+        if key not in self._stats:
+            compute = layer_stats if key == "layer" else module_stats
+            self._stats[key] = compute(self.table, self.methods, self.runs)
+        out = self._stats[key]
         if by == "run":
-            return pooled_fits(whole).drop(columns="module")
-        if by == "layer":
-            pts = standardize_within(fit_points(whole), ["run", "module"])
-            return grouped_fits(pts, ["run", "layer"])
-        per_module = grouped_fits(self.table, ["run", "module"])
-        return pd.concat([per_module, pooled_fits(whole)], ignore_index=True)
+            out = out[out["module"] == POOLED].drop(columns="module").reset_index(drop=True)
+        return out.copy()
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """Run label -> fine-tuning method (``io.method``), "unknown" where nothing said."""
+        return {r["label"]: r.get("method", "unknown") for r in self.meta.get("runs", [])}
 
     @property
     def runs(self) -> list[str]:
@@ -58,13 +71,16 @@ class Analysis:
 
     def summary(self) -> dict:
         """Everything but the per-tensor table, as plain JSON-ready data."""
-        return {
+        out = {
             **self.meta,
             "stats": {
                 "by_module": frame_records(self.stats("module")),
                 "by_layer": frame_records(self.stats("layer")),
             },
         }
+        if self.verdicts is not None:
+            out["verdicts"] = self.verdicts
+        return out
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         text = dump_json(self.summary())

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import os
 
+from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS
 from .analysis import Analysis
 from .compare import compare
 from .verdict import check_thresholds, verdict
 
 
-def check(base: str | os.PathLike, run: str | os.PathLike, *, min_r: float = 0.3, alpha: float = 0.05,
-          min_points: int = 6, **compare_options) -> Analysis:
-    """Compare ``run`` with ``base`` and attach the "will DoRA help?" verdicts.
+def check(base: str | os.PathLike, *runs: str | os.PathLike, min_r: float = CHECK_MIN_R,
+          alpha: float = CHECK_ALPHA, min_units: int = CHECK_MIN_UNITS, trials: dict[str, dict] | None = None,
+          **compare_options) -> Analysis:
+    """Compare ``runs`` with ``base`` and attach the "will DoRA help?" verdicts.
 
-    ``run`` is ``[LABEL=]PATH``: a PEFT adapter, a run directory of ``checkpoint-N/`` adapters
-    or full checkpoints, or one full fine-tuned checkpoint. ``compare_options`` go to
-    ``compare`` (axis, device, ...). The verdicts (see ``verdict.verdict`` for the rule) are
-    stored in ``analysis.meta["verdicts"]``, so ``to_json()`` and the HTML report carry them.
+    Each run is ``[LABEL=]PATH``: a PEFT adapter, a run directory of ``checkpoint-N/`` adapters
+    or full checkpoints, or one full fine-tuned checkpoint. LoRA-family runs get a decision;
+    full fine-tuning and DoRA runs given alongside are described and serve as the reference
+    their coupling is compared with. ``trials[label]`` is a matched LoRA-vs-DoRA trial block
+    (``dora_diag.train.trial.run_trial``) for that run. ``compare_options`` go to ``compare``
+    (axis, device, ...). The verdicts (``verdict.verdict``) are in ``analysis.verdicts``, and
+    so in ``to_json()`` and the HTML report.
     """
-    check_thresholds(min_r, alpha, min_points)  # before minutes of streaming, not after
-    analysis = compare(base, run, **compare_options)
-    analysis.meta["verdicts"] = verdict(analysis, min_r=min_r, alpha=alpha, min_points=min_points)
+    check_thresholds(min_r, alpha, min_units)  # before minutes of streaming, not after
+    analysis = compare(base, *runs, **compare_options)
+    analysis.verdicts = verdict(analysis, min_r=min_r, alpha=alpha, min_units=min_units, trials=trials)
     return analysis

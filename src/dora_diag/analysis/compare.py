@@ -12,6 +12,7 @@ import torch
 
 from ..errors import InputError
 from ..io.checkpoint import open_checkpoint
+from ..io.method import run_method
 from ..io.runs import expand_runs
 from ..io.safetensors_file import STREAM_READAHEAD, RowReader
 from ..io.sources import FineTunedSource, FullSource, open_source
@@ -91,11 +92,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         "tool": "dora-diag",
         "version": _version(),
         "base": os.fspath(base),
-        "runs": [{"label": r.label, "path": r.path,
-                  "checkpoints": [{"name": c.name, "step": c.step, "path": c.path,
-                                   "kind": next(s.kind for ref, s in opened if ref is c)} for c in r.checkpoints],
-                  "log": list(r.log)}
-                 for r in runs],
+        "runs": [_run_meta(r, opened) for r in runs],
         "axis": axis,
         "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
         "split_fused": split_fused,
@@ -109,7 +106,19 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     # Rows come out tensor by tensor (file order); present them checkpoint by checkpoint.
     position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened)}
     rows.sort(key=lambda r: position[(r["run"], r["checkpoint"])])
-    return Analysis(build_table(rows), meta)
+    methods = {r["label"]: r["method"] for r in meta["runs"]}
+    return Analysis(build_table(rows, methods), meta)
+
+
+def _run_meta(run, opened: list[tuple]) -> dict:
+    """A run's inputs as recorded in the JSON: its checkpoints (kind and method each), the
+    run's method with the evidence for it, and its training log."""
+    sources = {id(ref): s for ref, s in opened}
+    ckpts = [{"name": c.name, "step": c.step, "path": c.path, "kind": sources[id(c)].kind,
+              "method": sources[id(c)].method} for c in run.checkpoints]
+    method, evidence = run_method(run.path, [c["method"] for c in ckpts])
+    return {"label": run.label, "path": run.path, "method": method, "method_evidence": evidence,
+            "checkpoints": ckpts, "log": list(run.log)}
 
 
 def _serialized(fn: Callable[[int], None]) -> Callable[[int], None]:

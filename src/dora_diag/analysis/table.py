@@ -11,8 +11,8 @@ from ..metrics.kernels import ChannelChanges
 from .plan import TensorPlan
 from .stream import TargetResult
 
-COLUMNS = ["run", "step", "checkpoint", "tensor", "stack", "layer", "module", "expert", "group", "rows", "cols",
-           "dtype",
+COLUMNS = ["run", "method", "step", "checkpoint", "tensor", "stack", "layer", "module", "expert", "group", "rows",
+           "cols", "dtype",
            "delta_m", "delta_d", "rel_delta_m", "zero_rows", "flags"]
 
 
@@ -62,9 +62,11 @@ def _count(index: slice | list[int]) -> int:
     return index.stop - index.start if isinstance(index, slice) else len(index)
 
 
-def build_table(rows: list[dict]) -> pd.DataFrame:
-    """The table is built once from all rows, never grown per tensor."""
-    df = pd.DataFrame.from_records(rows, columns=COLUMNS)
+def build_table(rows: list[dict], methods: dict[str, str] | None = None) -> pd.DataFrame:
+    """The table is built once from all rows, never grown per tensor; ``methods`` gives each
+    run's fine-tuning method (``io.method``; "unknown" where absent)."""
+    df = pd.DataFrame.from_records(rows, columns=[c for c in COLUMNS if c != "method"])
+    df.insert(1, "method", df["run"].map(methods or {}).fillna("unknown").astype(object))
     df["step"] = df["step"].astype("Int64")
     df["layer"] = df["layer"].astype("Int64")
     df["expert"] = df["expert"].astype("Int64")

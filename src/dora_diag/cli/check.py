@@ -6,10 +6,12 @@ import math
 
 import click
 
-from ..options import AXES, DEVICES
-from ..outputs.atomic import check_writable
+from ..options import (AXES, CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS, CHECK_TRIAL_SEEDS, DEFAULT_BLOCK_BYTES,
+                       DEVICES)
+from ..outputs.paths import check_outputs
 from .main import cli
-from .messages import print_warnings
+from .messages import echo, print_warnings
+from .numbers import MAX_BLOCK_MB, FiniteRange
 from .progress import BarProgress
 
 
@@ -18,54 +20,95 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def stat_line(label: str, s: dict) -> str:
-    """``q_proj  n=12  r=+0.83  p=0.001  95% CI [+0.49, +0.95]``"""
-    ci = "" if math.isnan(s["ci_low"]) else f"  95% CI [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]"
-    return f"  {label:<24} n={s['n']:<4} r={_fmt(s['pearson_r'], '+.2f')}  p={_fmt(s['p_value'], '.2g')}{ci}"
+    """``q_proj  n=24 layers=6  partial r=+0.52 [+0.21, +0.75] p=0.004  Pearson r=+0.90``"""
+    ci = "" if math.isnan(s["partial_ci_low"]) else f" [{s['partial_ci_low']:+.2f}, {s['partial_ci_high']:+.2f}]"
+    return (f"  {label:<24} n={s['n']:<4} layers={s['units']:<3} partial r={_fmt(s['partial_r'], '+.2f')}{ci} "
+            f"p={_fmt(s['partial_p'], '.2g')}  Pearson r={_fmt(s['pearson_r'], '+.2f')}")
 
 
 def print_verdict(v: dict) -> None:
-    click.echo(f"{v['run']} ({v['kind']}): {v['headline']}")
-    click.echo(stat_line("pooled", v["pooled"]))
+    echo(f"{v['run']} ({v['method']}): {v['headline']}")
+    echo(stat_line("pooled", v["pooled"]))
     for m in v["modules"]:
-        click.echo(stat_line(m["module"], m))
-    if v["decision"] != "inconclusive":
-        click.echo(f"  why: {v['reason']}")
-    click.echo(f"  note: {v['note']}")
+        echo(stat_line(m["module"], m))
+    echo(f"  decision: {v['decision']} (decided by {v['decided_by']})")
+    echo(f"  why: {v['reason']}")
+    echo(f"  note: {v['note']}")
+
+
+def _trials(analysis, base: str, steps, seeds: int, data, quiet: bool) -> dict[str, dict]:
+    """A matched LoRA-vs-DoRA trial for every LoRA-family run of ``analysis``."""
+    from ..io.method import LORA_FAMILY
+    from ..train.trial import run_trial
+
+    out = {}
+    for run in analysis.meta["runs"]:
+        if run["method"] in LORA_FAMILY:
+            out[run["label"]] = run_trial(base, run["path"], steps=steps, seeds=seeds, data=data,
+                                          progress=_trial_progress(run["label"], quiet))
+    return out
+
+
+def _trial_progress(label: str, quiet: bool):
+    from .train import TrainBar
+
+    return lambda method, seed, steps: TrainBar(f"trial {label}: {method} seed {seed}", steps, not quiet)
 
 
 @cli.command("check")
 @click.argument("base", type=click.Path())
-@click.argument("run", metavar="RUN")
-@click.option("--out", type=click.Path(), help="Write the HTML report (with the verdict card) here.")
-@click.option("--json", "json_", type=click.Path(), help="Write the verdict, statistics and inputs as JSON.")
-@click.option("--min-r", type=float, default=0.3, show_default=True,
-              help="Pooled Pearson r above which DoRA likely helps (with p < --alpha).")
-@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level for that r.")
-@click.option("--min-points", type=int, default=6, show_default=True,
-              help="Fewer (layer, checkpoint) points than this is inconclusive.")
+@click.argument("runs", nargs=-1, required=True, metavar="[LABEL=]RUN...")
+@click.option("--out", type=click.Path(), help="Write the HTML report (with the verdict cards) here.")
+@click.option("--json", "json_", type=click.Path(), help="Write the verdicts, statistics and inputs as JSON.")
+@click.option("--min-r", type=FiniteRange(-1, 1), default=CHECK_MIN_R, show_default=True,
+              help="Detrended (partial) r above which DoRA likely helps, with layer-level p < --significance.")
+@click.option("--significance", type=FiniteRange(0, 1, min_open=True, max_open=True), default=CHECK_ALPHA,
+              show_default=True,
+              help="Significance level of the layer-permutation p (and of the trial's interval).")
+@click.option("--min-units", type=click.IntRange(min=1), default=CHECK_MIN_UNITS, show_default=True,
+              help="Fewer independent layers than this is too little data to decide.")
+@click.option("--trial", is_flag=True, help="Also train matched short LoRA and DoRA runs from BASE (direct evidence).")
+@click.option("--trial-steps", type=click.IntRange(min=1), help="Steps of each trial run (default: the LoRA run's, capped).")
+@click.option("--trial-seeds", type=click.IntRange(min=2), default=CHECK_TRIAL_SEEDS, show_default=True,
+              help="Seeds per method in the trial.")
+@click.option("--data", type=click.Path(), help="Training data (JSONL) for the trial, if the run does not record it.")
 @click.option("--axis", type=click.Choice(AXES), default="out", show_default=True,
               help="Channels: 'out' = output rows (DoRA/PEFT), 'in' = input columns (LyCORIS).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--split-fused", is_flag=True, help="Also report fused q/k/v projections per group.")
+@click.option("--allow-partial", is_flag=True, help="Compare an adapter's tensors found in BASE even when some are not.")
+@click.option("--block-mb", type=FiniteRange(min=0, max=MAX_BLOCK_MB, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
+              show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no printed verdict.")
-def check_cmd(base, run, out, json_, min_r, alpha, min_points, axis, device, quiet):
-    """Will DoRA help? The ΔD–ΔM correlation of RUN against BASE, with a decision.
+def check_cmd(base, runs, out, json_, min_r, significance, min_units, trial, trial_steps, trial_seeds, data,
+              axis, device, split_fused, allow_partial, block_mb, quiet):
+    """Will DoRA help? The ΔD–ΔM coupling of each LoRA RUN against BASE, with a decision.
 
-    RUN is [LABEL=]PATH: a PEFT adapter directory, a run directory of checkpoint-N/ adapters,
-    or a full fine-tuned run. Rule (pooled over module types): r > --min-r with p < --alpha:
-    DoRA likely helps; r < 0: DoRA gain likely marginal; otherwise inconclusive.
+    Each RUN is [LABEL=]PATH: a PEFT adapter directory, a run directory of checkpoint-N/
+    adapters, or a full fine-tuned run. Only LoRA-family runs get a decision; full fine-tuning
+    and DoRA runs given alongside are described and compared with. The heuristic uses the
+    partial r (step and depth trends removed) with a layer-level CI and permutation p:
+    r > --min-r with p < --significance: DoRA likely helps; r < 0 with p < --significance:
+    gain likely marginal; otherwise, or with fewer than --min-units layers, inconclusive.
+    Its track record so far is in reports/verdict-calibration.md. --trial measures DoRA
+    against LoRA directly and decides when its interval excludes zero.
     """
     from ..analysis.check import check as run_check
+    from ..analysis.verdict import verdict
 
-    for path in (out, json_):
-        if path:
-            check_writable(path)
-    analysis = run_check(base, run, min_r=min_r, alpha=alpha, min_points=min_points, axis=axis, device=device,
-                         progress=BarProgress("checking", not quiet))
+    check_outputs({"--out": out, "--json": json_}, [base, *runs])
+    thresholds = {"min_r": min_r, "alpha": significance, "min_units": min_units}
+    analysis = run_check(base, *runs, **thresholds, axis=axis, device=device, split_fused=split_fused,
+                         allow_partial=allow_partial,
+                         block_bytes=max(1, int(block_mb * 2**20)), progress=BarProgress("checking", not quiet))
     print_warnings(analysis, quiet)
+    if trial:
+        analysis.verdicts = verdict(analysis, **thresholds,
+                                    trials=_trials(analysis, base, trial_steps, trial_seeds, data, quiet))
     if json_:
         analysis.to_json(json_)
     if out:
         analysis.to_html(out)
     if not quiet:
-        for v in analysis.meta["verdicts"]:
+        for v in analysis.verdicts:
             print_verdict(v)

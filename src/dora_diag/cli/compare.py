@@ -29,15 +29,16 @@ class CompareOptions:
     def outputs(self) -> list[str]:
         return [p for p in (self.out, self.csv, self.json) if p]
 
+    """Per run and module type: the paper's r and the detrended partial r with its layer-level p."""
+    from ..analysis.verdict import coupling_text
+
 
 def _print_summary(analysis) -> None:
     stats = analysis.stats("module")
     for run, g in stats.groupby("run", sort=False):
         click.echo(f"{run}:")
         for _, r in g.iterrows():
-            r_txt = "n/a" if r["pearson_r"] != r["pearson_r"] else f"{r['pearson_r']:+.2f}"
-            p_txt = "" if r["p_value"] != r["p_value"] else f"  p={r['p_value']:.2g}"
-            click.echo(f"  {r['module']:<28} n={r['n']:<4} r={r_txt}{p_txt}")
+            echo(f"  {r['module']:<28} n={r['n']:<4} {coupling_text(r)}")
 
 
 @cli.command("compare")

@@ -24,6 +24,7 @@ from ..metrics.kernels import ChannelSums
 from .checkpoint import ADAPTER_CONFIG, Checkpoint
 from .peft_config import AdapterConfig, read_adapter_config
 from .peft_factors import FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
+from .method import TRAINER_METADATA, adapter_method
 from .peft_keys import AdapterModule, group_keys
 from .safetensors_file import RowReader, TensorInfo, read_header
 
@@ -65,17 +66,19 @@ def open_adapter(path: str, base: Checkpoint) -> "AdapterSource":
     config = read_adapter_config(config_path)
     tensors, _ = read_header(str(weights))
     modules, full = group_keys(tensors, str(weights))
-    return AdapterSource(str(weights), config, base, modules, full)
+    method = adapter_method(config.use_dora, config.use_rslora, metadata.get(TRAINER_METADATA))
+    return AdapterSource(str(weights), config, base, modules, full, method)
 
 
 class AdapterSource:
-    """``FineTunedSource`` for an adapter: kind "dora" when ``use_dora``, else "lora"."""
+    """``FineTunedSource`` for an adapter: kind "dora" when ``use_dora``, else "lora"; ``method``
+    as ``io.method.adapter_method`` tells it."""
 
     skipped: tuple[dict, ...] = ()   # PEFT adapters are refused whole rather than in part
 
     def __init__(self, where: str, config: AdapterConfig, base: Checkpoint,
-                 modules: dict[str, AdapterModule], full: dict[str, TensorInfo]):
-        self.where, self.adapter_config = where, config
+                 modules: dict[str, AdapterModule], full: dict[str, TensorInfo], method: str = "lora"):
+        self.where, self.adapter_config, self.method = where, config, method
         self.kind = "dora" if config.use_dora else "lora"
         self.config: dict = {}
         self.reader = RowReader()

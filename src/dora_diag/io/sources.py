@@ -21,6 +21,7 @@ from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo, read_head
 
 class FineTunedSource(Protocol):
     kind: str          # "full", "lora", "dora", ...
+    method: str        # the fine-tuning method that wrote it, one of io.method.METHODS
     config: dict       # config.json of the checkpoint, {} if none
     # Parts of the input this source cannot apply, each {"tensor", "reason"} (base name where
     # known): adapter modules of an unsupported algorithm, names that fit no base tensor.
@@ -48,6 +49,7 @@ class FullSource:
     skipped: Sequence[dict] = ()
 
     def __init__(self, checkpoint: Checkpoint):
+    method = "ft"
         self.checkpoint = checkpoint
         self.config = checkpoint.config
         self.reader = RowReader(STREAM_READAHEAD)

@@ -12,6 +12,7 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from . import figures as F
 from . import sections as S
+from . import verdicts as V
 
 ASSETS = files("dora_diag.report") / "assets"
 # plotly.js's cartesian bundle (npm plotly.js-cartesian-dist-min, MIT, see plotly-LICENSE.txt)
@@ -56,8 +57,8 @@ def render_report(analysis) -> str:
     stats = analysis.stats("module")
     runs = F.run_labels(analysis)
     body = [S.header(meta, dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
-    if meta.get("verdicts"):
-        body += ["<h2>Will DoRA help?</h2>", S.verdict_cards(meta["verdicts"])]
+    if analysis.verdicts is not None:
+        body += ["<h2>Will DoRA help?</h2>", V.verdict_cards(analysis.verdicts)]
     else:
         body += ["<h2>Correlation of ΔM and ΔD per run</h2>", S.correlation_cards(stats)]
     body += ["<h2>How to read this</h2>", S.HOW_TO_READ]

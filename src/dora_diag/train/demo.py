@@ -98,13 +98,31 @@ def summarize(analysis, finals: dict[str, dict], run_dirs: dict[str, str]) -> li
     return out
 
 
-def final_eval(run_dir: Path) -> dict[str, float]:
-    """The last eval record of a run's metrics.jsonl."""
-    from ..io.runs import read_log
-    evals = [r for r in read_log(run_dir, []) if "eval_accuracy" in r]
-    if not evals:
-        raise InputError(f"{run_dir}: the run logged no evaluation")
-    return {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
+def attach_verdicts(analysis) -> None:
+    """The report's verdict cards: the one place the demo asks for verdicts."""
+    analysis.verdicts = verdict(analysis)
+
+
+def base_dir(cfg: DemoConfig, runs_dir: Path, seed: int) -> Path:
+    """The base a seed's runs started from: the cached base each builtin run copies, or --model."""
+    return runs_dir / f"seed{seed}" / "ft" / "base" if cfg.model == "builtin" else Path(cfg.model)
+
+
+def demo_seed(cfg: DemoConfig, runs_dir: Path, seed: int, report: bool, progress_for, compare_progress,
+              status) -> tuple[dict[str, TrainConfig], dict]:
+    """Train the three methods for ``seed`` and compare them with the base (writing the report
+    when ``report``); returns the run configs and module_r of the comparison."""
+    configs = run_configs(cfg, runs_dir, seed)
+    for method, tcfg in configs.items():
+        status(f"seed {seed}: training {METHOD_LABELS[method]} on task B")
+        train(tcfg, progress_for(f"{METHOD_LABELS[method]} seed {seed}") if progress_for else TrainProgress())
+    status(f"seed {seed}: comparing with the base")
+    analysis = compare(base_dir(cfg, runs_dir, seed), *(f"{METHOD_LABELS[m]}={c.out}" for m, c in configs.items()),
+                       device="cpu", progress=compare_progress if report else None)
+    if report:
+        attach_verdicts(analysis)
+        analysis.to_html(cfg.out)
+    return configs, module_r(analysis)
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), progress_for=None, compare_progress: Progress | None = None,

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InputError, UnsupportedError
 from ..io.checkpoint import read_json
+from ..io.method import TRAINER_METADATA as METADATA_KEY
 from ..io.peft import _locate
 from ..io.peft_config import read_adapter_config
 from ..io.peft_keys import PREFIX, group_keys
@@ -31,7 +32,6 @@ from .dense import is_conv1d, is_dense
 from .inject import AdapterConfig, adapter_layers, apply_adapters
 from .layers import DoraBase, DVoraLinear, MagnitudeOnlyLinear, lora_scaling
 
-METADATA_KEY = "dora_diag"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PLAIN_NAME = re.compile(r"\w+")
 # PEFT 0.21 LoraConfig defaults for the fields we do not set (as its save_pretrained writes them).

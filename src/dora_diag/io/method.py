@@ -1,0 +1,60 @@
+"""Which fine-tuning method produced a run, from what its files say.
+
+Evidence, strongest first: the run's ``train_config.json`` (written by ``dora-diag train``,
+field ``method``), the ``dora_diag`` metadata our trainer stores in an adapter's safetensors
+header (DVoRA and the magnitude variants are saved as plain PEFT DoRA/LoRA adapters), the
+adapter's ``adapter_config.json`` (``use_dora``, ``use_rslora``), and the weights themselves
+(a full checkpoint is full fine-tuning).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+METHODS = ("ft", "lora", "rslora", "dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude", "unknown")
+# Runs the "will DoRA help?" question is asked of: low-rank updates without a learned magnitude.
+LORA_FAMILY = ("lora", "rslora")
+TRAIN_CONFIG = "train_config.json"
+TRAINER_METADATA = "dora_diag"   # safetensors metadata key of adapters our trainer wrote
+
+
+def adapter_method(use_dora: bool, use_rslora: bool, ours: str | None) -> str:
+    """The method of one PEFT adapter; ``ours`` is the dora_diag metadata JSON, if any."""
+    declared = _declared(ours)
+    if declared is not None:
+        return _with_rslora(declared, use_rslora)
+    return "dora" if use_dora else ("rslora" if use_rslora else "lora")
+
+
+def _declared(ours: str | None) -> str | None:
+    if not ours:
+        return None
+    try:
+        method = json.loads(ours).get("method")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return method if method in METHODS else None
+
+
+def _with_rslora(method: str, use_rslora) -> str:
+    return "rslora" if method == "lora" and use_rslora is True else method
+
+
+def run_method(run_path: str, checkpoint_methods: list[str]) -> tuple[str, str]:
+    """(method, evidence) of a run: its train_config.json when it names a known method, else
+    the checkpoints' common method, else "unknown" (checkpoints of different methods)."""
+    config = Path(run_path) / TRAIN_CONFIG
+    if config.is_file():
+        try:
+            doc = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            doc = None
+        method = doc.get("method") if isinstance(doc, dict) else None
+        if method in METHODS and method != "unknown":
+            return _with_rslora(method, doc.get("use_rslora")), TRAIN_CONFIG
+    seen = set(checkpoint_methods)
+    if len(seen) == 1:
+        method = seen.pop()
+        return method, "weights (full checkpoint)" if method == "ft" else "adapter_config.json and weights"
+    return "unknown", f"checkpoints of different methods: {', '.join(sorted(seen))}" if seen else "no checkpoint"
