@@ -1,8 +1,8 @@
 """The matched trial behind ``dora-diag check --trial``: does DoRA beat LoRA *here*?
 
 From the user's LoRA run we take its settings (rank, alpha, rsLoRA, targets, learning rate,
-batch size, warmup share, data) and train short LoRA and DoRA runs from the same base, for seeds
-0..K-1. Within a seed the two runs differ only in the method: the same initial seed, the same
+batch size, warmup share, NF4 quantization, data) and train short LoRA and DoRA runs from the
+same base, for seeds 0..K-1. Within a seed the two runs differ only in the method: the same initial seed, the same
 batch order (the trainer's order is a function of the seed only) and, for JSONL data, the same
 held-out split. The answer is the paired difference DoRA - LoRA of the final eval loss (and
 accuracy), its mean and sample standard deviation over the seeds.
@@ -32,7 +32,7 @@ from .trainer import TrainProgress, final_eval, read_metrics, train
 TRIAL_METHODS = ("lora", "dora")
 # The run settings the trial copies; everything else is TrainConfig's default.
 COPIED = ("rank", "alpha", "use_rslora", "targets", "dropout", "lr", "batch_size", "weight_decay",
-          "max_grad_norm", "max_length", "eval_fraction", "data")
+          "max_grad_norm", "quantize", "max_length", "eval_fraction", "data")
 _DEFAULTS = TrainConfig(out="", method="lora").resolved()
 
 
@@ -137,7 +137,9 @@ def _from_train_config(path: Path) -> RunSettings:
 def _checked(path: Path, name: str, value):
     """``value`` if it has the type of TrainConfig's ``name`` (ints allowed for floats; targets as a tuple)."""
     default = getattr(_DEFAULTS, name)
-    if isinstance(default, tuple):
+    if default is None:  # quantize: None or a method name (TrainConfig.validate checks which)
+        ok = value is None or isinstance(value, str)
+    elif isinstance(default, tuple):
         ok = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
     elif isinstance(default, float):
@@ -145,7 +147,8 @@ def _checked(path: Path, name: str, value):
     else:
         ok = isinstance(value, type(default)) and (isinstance(default, bool) or not isinstance(value, bool))
     if not ok:
-        raise InputError(f"{path}: config {name} is {value!r}, expected a {type(default).__name__}")
+        expected = "string or null" if default is None else type(default).__name__
+        raise InputError(f"{path}: config {name} is {value!r}, expected a {expected}")
     return value
 
 
