@@ -19,9 +19,10 @@ from .errors import InputError, UnsupportedError
 
 # Imported on first use: torch and pandas take seconds to import, which `dora-diag --help`
 # should not pay.
-_LAZY = {"Analysis": ".analysis.analysis", "compare": ".analysis.compare", "check": ".analysis.check"}
+_LAZY = {"Analysis": ".analysis.analysis", "compare": ".analysis.compare", "check": ".analysis.check",
+         "verify": ".analysis.verify"}
 
-__all__ = ["Analysis", "InputError", "UnsupportedError", "check", "compare", "__version__"]
+__all__ = ["Analysis", "InputError", "UnsupportedError", "check", "compare", "verify", "__version__"]
 
 
 def __getattr__(name: str):

@@ -77,3 +77,4 @@ def main(argv: list[str] | None = None) -> None:
 from . import compare  # noqa: E402,F401
 from . import check  # noqa: E402,F401
 from . import train, demo  # noqa: E402,F401
+from . import verify  # noqa: E402,F401

@@ -195,6 +195,12 @@ class AdapterSource:
         scale = dora_scale(delta.magnitude[start:stop], sums) if axis == "out" else col_scale
         return channel_sums(sums, scale)
 
+    def rank_and_scale(self, name: str) -> tuple[int, float] | None:
+        e = self._entries.get(name)
+        if e is None or e.kind != "lowrank" or e.module.factors is None:
+            return None
+        return e.module.factors[0].shape[0], e.scale
+
     def bytes_read(self) -> int:
         return self.reader.bytes_read
 

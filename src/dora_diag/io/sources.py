@@ -37,6 +37,9 @@ class FineTunedSource(Protocol):
         Rows read from disk go into ``out`` (a uint8 buffer) when given; computed rows ignore it.
         """
 
+    def rank_and_scale(self, name: str) -> tuple[int, float] | None:
+        """(r, s) of the low-rank module that produces tensor ``name``; None for tensors read whole."""
+
     def bytes_read(self) -> int: ...
 
     def close(self) -> None: ...
@@ -60,6 +63,9 @@ class FullSource:
     def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
              out: torch.Tensor | None = None) -> torch.Tensor:
         return self.reader.read_rows(self.checkpoint.tensors[name], start, stop, out)
+
+    def rank_and_scale(self, name: str) -> None:
+        return None
 
     def bytes_read(self) -> int:
         return self.reader.bytes_read

@@ -1,0 +1,141 @@
+"""The sums ``verify`` decides on, streamed over row blocks, and what they say about a merge.
+
+For a tensor with base B, expected E and merged M, each viewed as (rows, cols) with all axes
+after the first flattened, one pass accumulates in fp64:
+
+* ``err2 = ‖M − E‖²``, ``change2 = ‖E − B‖²``, ``moved2 = ‖M − B‖²``, ``expected2 = ‖E‖²`` and
+  ``dot = <M − B, E − B>`` (for "the merge applied the change times c": c = dot / change2);
+* per row and per column (the two axes a DoRA magnitude may run along): <M, E>, ‖E‖², ‖M‖²,
+  so that "every channel of M is parallel to E's" can be tested: Σ (‖M_i‖² − <M_i,E_i>²/‖E_i‖²) ≈ 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..io.safetensors_file import TensorInfo
+
+Rows = Callable[[int, int], torch.Tensor]     # (start, stop) -> rows (stop - start, cols), float
+
+
+@dataclass
+class Sums:
+    err2: float
+    change2: float
+    moved2: float
+    expected2: float
+    dot: float
+    by_row: tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # <M,E>, ‖E‖², ‖M‖² per row (rows,)
+    by_col: tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # the same per column (cols,)
+
+
+def stream_sums(base: TensorInfo, base_rows: Rows, merged_rows: Rows, expected_rows: Callable,
+                block_bytes: int) -> Sums:
+    """One pass over row blocks; ``expected_rows(b, start, stop)`` maps the base block b to E's rows."""
+    rows, cols = base.shape[0], math.prod(base.shape[1:])
+    totals = torch.zeros(5, dtype=torch.float64)
+    by_row = [torch.zeros(rows, dtype=torch.float64) for _ in range(3)]
+    by_col = [torch.zeros(cols, dtype=torch.float64) for _ in range(3)]
+    step = max(1, block_bytes // max(1, cols * base.itemsize))
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        raw = base_rows(start, stop)
+        b = raw.reshape(stop - start, cols).double()
+        e = expected_rows(raw, start, stop).reshape(stop - start, cols).double()
+        m = merged_rows(start, stop).reshape(stop - start, cols).double()
+        d, c = m - e, e - b
+        totals += torch.stack([d.square().sum(), c.square().sum(), (m - b).square().sum(), e.square().sum(),
+                               ((m - b) * c).sum()])
+        for acc, x in zip(by_row, ((m * e).sum(1), e.square().sum(1), m.square().sum(1))):
+            acc[start:stop] = x
+        for acc, x in zip(by_col, ((m * e).sum(0), e.square().sum(0), m.square().sum(0))):
+            acc += x
+    return Sums(*totals.tolist(), tuple(by_row), tuple(by_col))
+
+
+@dataclass
+class Agreement:
+    """``ok`` / ``unchanged`` from the sums; ``noise`` is relative to ‖E‖ (the dtypes' rounding)."""
+
+    sums: Sums
+    noise_rel: float
+    rtol: float
+
+    @property
+    def change(self) -> float:
+        return math.sqrt(self.sums.change2)
+
+    @property
+    def noise(self) -> float:
+        return self.noise_rel * math.sqrt(self.sums.expected2)
+
+    @property
+    def tolerance(self) -> float:
+        return self.rtol * self.change + self.noise
+
+    @property
+    def ok(self) -> bool:
+        return math.sqrt(self.sums.err2) <= self.tolerance
+
+    @property
+    def unchanged(self) -> bool:
+        return self.change > self.noise and math.sqrt(self.sums.moved2) <= self.noise
+
+    @property
+    def rel_deviation(self) -> float | None:
+        return math.sqrt(self.sums.err2) / self.change if self.change > 0 else None
+
+
+def diagnose(a: Agreement, rank_scale: tuple[int, float] | None, kind: str) -> str | None:
+    """What kind of wrong merge the sums fit, if any: a scaled change, or per-channel rescaling."""
+    return _scaled_change(a, rank_scale) or _rescaled_channels(a, kind)
+
+
+def _scaled_change(a: Agreement, rank_scale: tuple[int, float] | None) -> str | None:
+    s = a.sums
+    if s.change2 == 0:
+        return None
+    c = s.dot / s.change2
+    if math.sqrt(max(s.moved2 - s.dot * c, 0.0)) > a.tolerance or abs(c - 1) <= a.rtol:
+        return None
+    text = f"the merge applied the adapter's change x{c:.4g}"
+    reasons = [reason for reason, value in _scale_explanations(rank_scale) if abs(c - value) <= 1e-3 * abs(value)]
+    return f"{text}: {', or '.join(reasons)}" if reasons else text
+
+
+def _scale_explanations(rank_scale: tuple[int, float] | None) -> list[tuple[str, float]]:
+    """(reason, the factor c it gives), the adapter's own scale first; several may fit one c."""
+    known = [("the change was applied twice", 2.0), ("the change was applied with the wrong sign", -1.0)]
+    if rank_scale is None:
+        return known
+    r, s = rank_scale
+    return [(f"the scale alpha/r = {s:.4g} was not applied", 1 / s),
+            (f"the scale {s:.4g} was applied twice", s),
+            (f"alpha/sqrt(r) used instead of alpha/r (r = {r})", math.sqrt(r)),
+            (f"alpha/r used instead of alpha/sqrt(r) (rsLoRA, r = {r})", 1 / math.sqrt(r))] + known
+
+
+def _rescaled_channels(a: Agreement, kind: str) -> str | None:
+    """Every channel along one axis parallel to the expected one, with other lengths."""
+    for axis, (me, ee, mm) in (("output", a.sums.by_row), ("input", a.sums.by_col)):
+        live = ee > 0
+        off_parallel = (mm - me.square() / ee.where(live, torch.ones_like(ee))).where(live, mm).clamp_min(0).sum()
+        if math.sqrt(float(off_parallel)) > a.tolerance:
+            continue
+        ratio = (me[live] / ee[live]).abs()
+        lengths = f"length ratios {float(ratio.min()):.4g}..{float(ratio.max()):.4g} per {axis} channel"
+        if kind == "dora":
+            return (f"directions match, magnitudes do not ({lengths}): the DoRA magnitude was dropped "
+                    "(merged as plain LoRA) or applied along the other axis")
+        return f"directions match, magnitudes do not ({lengths})"
+    return None
+
+
+def transposed_rows(info: TensorInfo, full: torch.Tensor) -> Rows:
+    """Rows of Mᵀ from the whole merged tensor (read once, only to test this diagnosis)."""
+    m = full.reshape(info.shape[0], -1)
+    return lambda start, stop: m[:, start:stop].T
