@@ -83,7 +83,7 @@ def test_oversized_or_garbage_header(tmp_path):
     with pytest.raises(InputError, match="exceeds"):
         read_header(str(p))
     p.write_bytes(struct.pack("<Q", 4) + b"\xff\xfe{]")
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         read_header(str(p))
     p.write_bytes(struct.pack("<Q", 2) + b"[]")
     with pytest.raises(InputError, match="not a JSON object"):

@@ -167,7 +167,7 @@ CASES = {
     "pickles only": (_pickles_only, "pytorch_model.bin); dora-diag never unpickles"),
     "a .pt file": (_pt_file, "never unpickles untrusted files. Convert to safetensors"),
     "truncated shard": (_truncated, "truncated?"),
-    "corrupt header": (_garbage_header, "header is not JSON"),
+    "corrupt header": (_garbage_header, "header is not valid JSON"),
     "oversized header": (_oversized_header, "exceeds"),
     "index names a missing shard": (_missing_shard, "points at missing shard model-00009"),
     "index names a missing tensor": (_missing_tensor, "is missing from its shard"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -14,6 +16,7 @@ from .messages import error, one_line
 
 
 INTERRUPTED = "dora-diag: interrupted; no partial output files were left behind"
+TERMINATED = "dora-diag: terminated (SIGTERM); no partial output files were left behind"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -45,9 +48,25 @@ def _keep_freed_blocks_in_the_heap() -> None:
     libc.mallopt(m_trim_threshold, 256 << 20)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temporary files, checkpoints)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM (only the main thread may); returns the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     _keep_freed_blocks_in_the_heap()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    previous = _on_sigterm(_raise_terminated)
     try:
         cli.main(args=argv, prog_name="dora-diag", standalone_mode=False)
     except click.exceptions.Abort:
@@ -61,16 +80,33 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         error(str(e))
         sys.exit(2)
+    except Terminated:
+        click.echo(TERMINATED, err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - last-resort handler: one line unless --debug
+    except OSError as e:
+        if e.filename is None:   # not about a path the user gave: a bug of ours
+            _internal(e, debug)
         if debug:
             traceback.print_exc()
-        else:
-            click.echo(f"dora-diag: internal error: {type(e).__name__}: {one_line(str(e))} "
-                       "(rerun with --debug for the traceback)", err=True)
-        sys.exit(1)
+        error(f"{e.filename}: {e.strerror or e}")
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - last-resort handler: one line unless --debug
+        _internal(e, debug)
+    finally:
+        if previous is not None:
+            _on_sigterm(previous)
+
+
+def _internal(e: Exception, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    else:
+        click.echo(f"dora-diag: internal error: {type(e).__name__}: {one_line(str(e))} "
+                   "(rerun with --debug for the traceback)", err=True)
+    sys.exit(1)
 
 
 # Subcommands register themselves on ``cli`` when imported.

@@ -1,16 +1,25 @@
-"""What the CLI prints on stderr besides the progress bar: errors and warnings, one line each.
+"""What the CLI prints besides the progress bar: errors and warnings on stderr, summaries on
+stdout, one line each.
 
 Names come from files written by strangers; control characters (newlines, terminal escapes)
-are shown escaped so that a message stays one line and cannot rewrite the terminal.
+and undecodable bytes of file names are shown escaped, on every stream, so that a message
+stays one line and cannot rewrite the terminal.
 """
 
 from __future__ import annotations
 
 import click
 
+from ..outputs.text import escape_char
+
 
 def one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else escape_char(c) for c in text)
+
+
+def echo(text: str) -> None:
+    """One line on stdout, escaped like everything else the CLI prints."""
+    click.echo(one_line(text))
 
 
 def error(text: str) -> None:

@@ -5,12 +5,13 @@ Only the headers are read here; tensor data is streamed later through a ``RowRea
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError, UnsupportedError
+from .json_limits import load_json_file
 from .safetensors_file import TensorInfo, read_header
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -46,20 +47,27 @@ class Checkpoint:
 def existing(path: str | os.PathLike) -> Path:
     """``path`` as a Path, if it is a regular file or a directory (not a FIFO or device)."""
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: no such file or directory")
-    if not (p.is_file() or p.is_dir()):
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file or directory") from None
+    except OSError as e:   # EACCES on a parent, ENAMETOOLONG, ELOOP, ...
+        raise InputError(f"{path}: cannot access ({e.strerror or e})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise InputError(f"{path}: not a regular file or directory")
     return p
 
 
-def read_json(path: Path, what: str) -> dict:
+def list_dir(p: Path) -> list[Path]:
+    """The entries of directory ``p``, sorted; an unreadable directory is the user's error."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return sorted(p.iterdir())
     except OSError as e:
-        raise InputError(f"{path}: cannot read {what} ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: {what} is not valid JSON ({e})") from None
+        raise InputError(f"{p}: cannot list the directory ({e.strerror or e})") from None
+
+
+def read_json(path: Path, what: str) -> dict:
+    data = load_json_file(path, what)
     if not isinstance(data, dict):
         raise InputError(f"{path}: {what} is not a JSON object")
     return data
@@ -106,9 +114,10 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     config = read_config(p)
     if (p / INDEX_NAME).is_file():
         return _checked(Checkpoint(str(path), _read_index(p), config))
-    files = sorted(f for f in p.glob("*.safetensors") if f.name != "adapter_model.safetensors")
+    entries = list_dir(p)
+    files = [f for f in entries if f.suffix == ".safetensors" and f.name != "adapter_model.safetensors"]
     if not files:
-        raise _not_safetensors(p, sorted(p.iterdir()))
+        raise _not_safetensors(p, entries)
     return _checked(Checkpoint(str(path), _merge_shards(files), config,
                                read_header(str(files[0]))[1] if len(files) == 1 else {}))
 

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from .safetensors_file import TensorInfo
 
 SCALE_SUFFIXES = ("_scale_inv", "_scale")
+# A scale tensor is read whole, once per weight streamed (4 MB in fp32): one value per row of a
+# 10^6-row weight, or per 128 x 128 block of any real one. A finer grid is refused.
+MAX_SCALE_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ def find_scale(name: str, tensors: dict[str, TensorInfo], config: dict) -> Fp8Sc
     scale = next((tensors[name + s] for s in SCALE_SUFFIXES if name + s in tensors), None)
     if scale is None or not info.dtype.startswith("F8"):
         return None
+    if math.prod(scale.shape) > MAX_SCALE_ELEMENTS:
+        raise InputError(f"{scale.path}: fp8 scale {scale.name} {list(scale.shape)} has {math.prod(scale.shape)} "
+                         f"values; dora-diag reads scales of at most {MAX_SCALE_ELEMENTS} values whole")
     if len(info.shape) != 2:
         return f"scale {scale.name} of a {len(info.shape)}-D weight"
     rows, cols = info.shape

@@ -12,6 +12,7 @@ Only the factors are read from the adapter file; base rows come from the analyze
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,17 +20,21 @@ import torch
 
 from ..architecture import is_transposed, match_names
 from ..architecture.registry import infer_model_type
+from ..architecture.renames import renamer
 from ..errors import InputError
 from ..metrics.kernels import ChannelSums
 from .checkpoint import ADAPTER_CONFIG, Checkpoint
+from .method import TRAINER_METADATA, adapter_method
 from .peft_config import AdapterConfig, read_adapter_config
 from .peft_factors import FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
-from .method import TRAINER_METADATA, adapter_method
 from .peft_keys import AdapterModule, group_keys
 from .safetensors_file import RowReader, TensorInfo, read_header
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PREPASS_BLOCK_BYTES = 16 * 1024 * 1024
+# Factors, trainable-token rows and magnitudes are read whole (64 MB in fp32): r = 512 on a
+# 32k-wide layer fits; larger are refused before anything is read.
+MAX_FACTOR_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -43,6 +48,22 @@ class _Entry:
     scale: float = 1.0
     w0: TensorInfo | None = None  # W0 for DoRA's column norms (the adapter's base_layer copy if saved)
     indices: list[int] | None = None
+
+
+def _check_factors(where: str, module: str, A: TensorInfo, B: TensorInfo) -> None:
+    """Factors are read whole: float matrices (or conv kernels) of bounded size."""
+    for f in (A, B):
+        if len(f.shape) < 2 or not f.is_float:
+            raise InputError(f"{where}: {module}: factor {f.name} is {f.dtype} {list(f.shape)}; LoRA factors are "
+                             "floating-point matrices")
+        _check_size(where, module, f)
+
+
+def _check_size(where: str, module: str, f: TensorInfo) -> None:
+    n = math.prod(f.shape)
+    if n > MAX_FACTOR_ELEMENTS:
+        raise InputError(f"{where}: {module}: {f.name} {list(f.shape)} has {n} values; dora-diag reads adapter "
+                         f"tensors of at most {MAX_FACTOR_ELEMENTS} values whole")
 
 
 def _locate(path: str) -> tuple[Path, Path]:
@@ -64,7 +85,7 @@ def open_adapter(path: str, base: Checkpoint) -> "AdapterSource":
     """Open the PEFT adapter at ``path`` (directory or its adapter_model.safetensors) against ``base``."""
     config_path, weights = _locate(path)
     config = read_adapter_config(config_path)
-    tensors, _ = read_header(str(weights))
+    tensors, metadata = read_header(str(weights))
     modules, full = group_keys(tensors, str(weights))
     method = adapter_method(config.use_dora, config.use_rslora, metadata.get(TRAINER_METADATA))
     return AdapterSource(str(weights), config, base, modules, full, method)
@@ -89,10 +110,12 @@ class AdapterSource:
         self._tokens: dict[str, torch.Tensor] = {}   # trainable-token rows, (n, dim) each
         base_names = list(base.tensors)
         wanted = {f"{p}.weight": m for p, m in modules.items()}
-        to_base = {v: k for k, v in match_names(base_names, list(wanted)).items()}
+        # PEFT names modules as they are in memory; transformers 5 saves the base under older names.
+        rename = renamer(base.config)
+        to_base = {v: k for k, v in match_names(base_names, list(wanted), rename).items()}
         for name, m in wanted.items():
             self._add_module(m, to_base.get(name), name)
-        full_to_base = {v: k for k, v in match_names(base_names, list(full)).items()}
+        full_to_base = {v: k for k, v in match_names(base_names, list(full), rename).items()}
         for name, info in full.items():
             key = full_to_base.get(name, name)
             self._entries[key] = _Entry("full", replace(info, name=key))
@@ -104,6 +127,7 @@ class AdapterSource:
             self._add_tokens(m, base_name, own_name)
             return
         A, B = factors
+        _check_factors(self.where, m.path, A, B)
         if base_name is None:
             # No base weight: reported by the planner as unmatched, never streamed.
             shape = (B.shape[0], *A.shape[1:]) if not m.is_embedding else (A.shape[1], B.shape[0])
@@ -146,6 +170,7 @@ class AdapterSource:
 
     def _add_tokens(self, m: AdapterModule, base_name: str | None, own_name: str) -> None:
         delta = m.parts["tokens"]
+        _check_size(self.where, m.path, delta)
         indices = self.adapter_config.indices_for(m.path)
         if not isinstance(indices, list) or len(indices) != delta.shape[0]:
             raise InputError(f"{self.where}: {m.path}: trainable_token_indices does not list the "
@@ -244,10 +269,10 @@ class AdapterSource:
         else:
             L, R = B.reshape(B.shape[0], r) * e.scale, A.reshape(r, -1)
         mag_info = e.module.parts.get("magnitude")
+        if mag_info is not None and math.prod(mag_info.shape) != (R.shape[1] if e.transposed else L.shape[0]):
+            raise InputError(f"{self.where}: {e.module.path}: lora_magnitude_vector has {math.prod(mag_info.shape)} "
+                             "values, not one per output channel")
         mag = None if mag_info is None else self.reader.read_all(mag_info).double().reshape(-1)
-        if mag is not None and mag.numel() != (R.shape[1] if e.transposed else L.shape[0]):
-            raise InputError(f"{self.where}: {e.module.path}: lora_magnitude_vector has {mag.numel()} values, "
-                             "not one per output channel")
         return LowRankDelta(L, R, mag, "in" if e.transposed else "out")
 
     def _column_sums(self, e: _Entry, delta: LowRankDelta) -> FactorSums:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+
+import regex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,10 @@ UNSUPPORTED_VARIANTS = {
     "layer_replication": "layer replication changes the number of layers",
     "target_parameters": "LoRA on raw parameters (target_parameters) is not supported yet",
 }
+# Larger ranks than any layer's width: refused before the factors' shapes are read.
+MAX_RANK = 1 << 16
+MATCH_SECONDS = 0.25   # per pattern and module path; real patterns match in microseconds
+
 # Initialisations that also rewrite the base weights (W0 -> W0 - s·B0·A0, or a quantized
 # residual); unless PEFT converted the adapter on save, the factors do not apply to BASE.
 RESIDUAL_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
@@ -44,27 +50,36 @@ class AdapterConfig:
     def rank_and_scale(self, module_path: str) -> tuple[int, float]:
         """(r, s) of one module, as PEFT assigns them: patterns matched against the module path
         (the adapter key without ``base_model.model.``), s = alpha/r or alpha/sqrt(r) (rsLoRA)."""
-        r = pattern_value(self.rank_pattern, module_path, self.r)
-        alpha = pattern_value(self.alpha_pattern, module_path, self.alpha)
+        r = pattern_value(self.rank_pattern, module_path, self.r, f"{self.path}: rank_pattern key")
+        alpha = pattern_value(self.alpha_pattern, module_path, self.alpha, f"{self.path}: alpha_pattern key")
         return int(r), float(alpha) / (math.sqrt(r) if self.use_rslora else r)
 
     def indices_for(self, module_path: str) -> list[int] | None:
         """Token indices of the trainable-tokens adapter on ``module_path``."""
         if isinstance(self.token_indices, dict):
-            return pattern_value(self.token_indices, module_path, None)
+            return pattern_value(self.token_indices, module_path, None, f"{self.path}: trainable_token_indices key")
         return self.token_indices
 
 
-def pattern_value(patterns: dict, module_path: str, default):
-    """The value of ``module_path``'s pattern key in ``patterns``, or ``default``."""
-    return patterns.get(_pattern_key(patterns, module_path), default)
+def pattern_value(patterns: dict, module_path: str, default, where: str = "pattern"):
+    """The value of ``module_path``'s pattern key in ``patterns``, or ``default``.
+
+    Keys are regular expressions from files written by strangers: matching is bounded in time
+    (``regex`` with a timeout), and a key that backtracks catastrophically is an InputError
+    naming ``where`` instead of a hang.
+    """
+    return patterns.get(_pattern_key(patterns, module_path, where), default)
 
 
-def _pattern_key(patterns: dict, module_path: str) -> str:
+def _pattern_key(patterns: dict, module_path: str, where: str) -> str:
     """PEFT's ``get_pattern_key``: the first key K with ``(.*\\.)?(K)$`` matching the path."""
     for key in patterns:
-        if re.match(rf"(.*\.)?({key})$", module_path):
-            return key
+        try:
+            if regex.match(rf"(.*\.)?({key})$", module_path, timeout=MATCH_SECONDS):
+                return key
+        except TimeoutError:
+            raise InputError(f"{where} {key!r} takes over {MATCH_SECONDS} s to match {module_path!r} "
+                             "(catastrophic backtracking); simplify the pattern") from None
     return module_path
 
 
@@ -99,19 +114,31 @@ def parse_adapter_config(cfg: dict, path: Path) -> AdapterConfig:
 
 
 def _invalid(path: Path, field: str, value: object, expected: str) -> InputError:
-    return InputError(f"{path}: invalid LoRA config: {field} is {value!r}, expected {expected}")
+    return InputError(f"{path}: invalid LoRA config: {field} is {_shown(value)}, expected {expected}")
 
 
 def _rank(path: Path, field: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _invalid(path, field, value, "a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_RANK:
+        raise _invalid(path, field, value, f"a positive integer up to {MAX_RANK}")
     return value
 
 
 def _alpha(path: Path, field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
+    except OverflowError:   # an integer beyond any float
+        finite = False
+    if not finite:
         raise _invalid(path, field, value, "a finite number")
     return float(value)
+
+
+def _shown(value: object) -> str:
+    """``value`` for a one-line message: a huge integer as its digit count, long values cut."""
+    if isinstance(value, int) and len(str(value)) > 30:
+        return f"an integer of {len(str(value))} digits"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _patterns(path: Path, cfg: dict, field: str) -> list[tuple[str, object]]:

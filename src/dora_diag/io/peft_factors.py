@@ -68,15 +68,29 @@ def factor_sums(w: torch.Tensor, L: torch.Tensor, R: torch.Tensor, axis: str) ->
     over this block's rows).
     """
     w = w.float()
+    dim = 1 if axis == "out" else 0
+    a2 = torch.linalg.vector_norm(w, dim=dim).double().square()
+    if _dense_is_smaller(w, L, axis):
+        lr = L @ R
+        return FactorSums(a2, (w * lr).sum(dim).double(), lr.square().sum(dim).double())
     if axis == "out":
-        a2 = torch.linalg.vector_norm(w, dim=1).double().square()
         g = (L * (w @ R.T)).sum(1)
         q = ((L @ (R @ R.T)) * L).sum(1)
     else:
-        a2 = torch.linalg.vector_norm(w, dim=0).double().square()
         g = (R * (L.T @ w)).sum(0)
         q = (((L.T @ L) @ R) * R).sum(0)
     return FactorSums(a2, g.double(), q.double())
+
+
+def _dense_is_smaller(w: torch.Tensor, L: torch.Tensor, axis: str) -> bool:
+    """Whether the block's dense delta (n, cols) takes fewer elements than the factored
+    products: (n, r) and (r, r) for ``axis="out"``, (r, cols) and (r, r) for ``"in"``. A rank
+    as large as the layer is wide (or larger: a hostile file) then costs no more memory than
+    the block itself, never r²."""
+    n, cols = w.shape
+    r = L.shape[1]
+    factored = r * r + (n * r if axis == "out" else r * cols)
+    return factored > n * cols
 
 
 def dora_scale(magnitude: torch.Tensor, full: FactorSums) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from .fd_pool import POOL
+from .json_limits import parse_json
 
 # safetensors dtype code -> (torch dtype, item size in bytes)
 DTYPES: dict[str, tuple[torch.dtype, int]] = {
@@ -38,7 +40,17 @@ DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "BOOL": (torch.bool, 1),
 }
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit the reference implementation enforces
+# Bounds on what a header may declare, so that memory stays bounded whatever a file says
+# (docs/supported.md). A parsed entry costs ~1 KB of Python objects: the tensor count bounds
+# the header's memory; the byte limit is a third of the reference implementation's 100 MB,
+# about ten times the largest real header.
+MAX_HEADER_BYTES = 32 << 20
+MAX_TENSORS_PER_FILE = 1 << 17
+# A compared tensor streams whole rows and keeps a few fp64 values per channel: rows of more
+# elements, or more rows, than this are refused (the widest real rows have ~10^5 elements,
+# the longest vocabularies ~3·10^5 rows).
+MAX_ROW_ELEMENTS = 1 << 20
+MAX_ROWS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,25 @@ def _bad(path: str, why: str) -> InputError:
 
 def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and validate the header of ``path``; returns (tensors by name, metadata)."""
+    size, raw = _header_bytes(path)
+    if raw.count(b"{") > MAX_TENSORS_PER_FILE + 2:   # one object per entry, besides the header's own
+        raise _bad(path, f"header declares more than {MAX_TENSORS_PER_FILE} tensors, the limit dora-diag reads")
+    data_start = 8 + len(raw)
+    header = parse_json(raw, path, "safetensors header", max_values=16 * MAX_TENSORS_PER_FILE)
+    del raw
+    if not isinstance(header, dict):
+        raise _bad(path, "header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _bad(path, "__metadata__ is not an object")
+    tensors = {_unicode(path, name): _tensor_info(path, name, entry, data_start, size)
+               for name, entry in header.items()}
+    _check_layout(path, tensors, data_start, size)
+    return tensors, {_unicode(path, str(k)): _unicode(path, str(v)) for k, v in metadata.items()}
+
+
+def _header_bytes(path: str) -> tuple[int, bytes]:
+    """(file size, the N header bytes) of a regular file, N checked against the limit and the size."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):   # a FIFO would block the open below forever
@@ -88,24 +119,22 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
                 raise _bad(path, f"file is {size} bytes, shorter than the 8-byte header length")
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER_BYTES:
-                raise _bad(path, f"header length {n} exceeds {MAX_HEADER_BYTES} bytes")
+                raise _bad(path, f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")
             if 8 + n > size:
                 raise _bad(path, f"header of {n} bytes runs past the end of a {size}-byte file; truncated?")
-            raw = f.read(n)
+            return size, f.read(n)
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _unicode(path: str, text: str) -> str:
+    """``text`` if it is valid Unicode: JSON escapes can spell lone surrogates, which the
+    reference reader refuses and no output could encode."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _bad(path, f"header is not JSON: {e}") from None
-    if not isinstance(header, dict):
-        raise _bad(path, "header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise _bad(path, "__metadata__ is not an object")
-    data_start = 8 + n
-    tensors = {name: _tensor_info(path, name, entry, data_start, size) for name, entry in header.items()}
-    return tensors, {str(k): str(v) for k, v in metadata.items()}
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(path, f"name {text!r} is not valid Unicode (a lone surrogate)") from None
+    return text
 
 
 def _tensor_info(path: str, name: str, entry: object, data_start: int, size: int) -> TensorInfo:
@@ -114,9 +143,9 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, size: int
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise _bad(path, f"tensor {name!r} has unknown dtype {dtype!r}")
-    if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+    if not (isinstance(shape, list) and all(_is_int(s) and s >= 0 for s in shape)):
         raise _bad(path, f"tensor {name!r} has an invalid shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise _bad(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
     begin, end = offsets
     expected = math.prod(shape) * DTYPES[dtype][1]
@@ -124,7 +153,38 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, size: int
         raise _bad(path, f"tensor {name!r}: data_offsets {offsets} do not match shape {shape} of {dtype}")
     if data_start + end > size:
         raise _bad(path, f"tensor {name!r} ends at byte {data_start + end} but the file has {size}; truncated?")
+    if dtype in FLOAT_DTYPES and len(shape) >= 2:
+        _check_measurable(path, name, shape)
     return TensorInfo(name, dtype, tuple(shape), path, data_start + begin, expected)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_measurable(path: str, name: str, shape: list[int]) -> None:
+    """Refuse weight shapes whose rows, or whose per-channel results, would not fit the memory bound."""
+    row = math.prod(shape[1:])
+    if row > MAX_ROW_ELEMENTS:
+        raise InputError(f"{path}: tensor {name!r} {shape} has rows of {row} values; dora-diag streams rows "
+                         f"of at most {MAX_ROW_ELEMENTS} values")
+    if shape[0] > MAX_ROWS:
+        raise InputError(f"{path}: tensor {name!r} {shape} has {shape[0]} rows; dora-diag measures at most "
+                         f"{MAX_ROWS} channels per tensor")
+
+
+def _check_layout(path: str, tensors: dict[str, TensorInfo], data_start: int, size: int) -> None:
+    """The data section is the tensors back to back, in some order, with nothing between,
+    shared or left over: the format requires it and the reference reader checks it."""
+    end, data_bytes = 0, size - data_start
+    for info in sorted(tensors.values(), key=lambda t: (t.offset, t.nbytes)):
+        begin = info.offset - data_start
+        if begin != end:
+            why = "overlaps the tensor before it" if begin < end else f"leaves a gap of {begin - end} bytes before it"
+            raise _bad(path, f"tensor {info.name!r} {why} in the data section")
+        end = begin + info.nbytes
+    if end != data_bytes:
+        raise _bad(path, f"the tensors cover {end} of the {data_bytes} bytes of the data section")
 
 
 # Read-ahead window for sequential streams: large enough to keep a disk busy while the
@@ -136,7 +196,8 @@ STREAM_READAHEAD = 16 << 20
 class RowReader:
     """Reads row ranges of tensors with ``preadv`` into fresh or caller-owned buffers.
 
-    File descriptors are opened lazily and kept until ``close``. With ``readahead`` > 0 each
+    Files are opened when read, through the process-wide pool of descriptors (``fd_pool``),
+    and closed at ``close`` or when the pool needs room. With ``readahead`` > 0 each
     read also asks the kernel (``POSIX_FADV_WILLNEED``, asynchronous) for the next that many
     bytes of the file, so a sequential stream finds its data in the page cache while it
     computes on the previous block; the request is renewed in half-window steps to keep the
@@ -147,23 +208,12 @@ class RowReader:
     """
 
     def __init__(self, readahead: int = 0) -> None:
-        self._fds: dict[str, int] = {}
-        self._advised: dict[tuple[int, int], int] = {}   # (fd, thread) -> end of the range requested
+        self._paths: set[str] = set()
+        self._advised: dict[tuple[str, int], int] = {}   # (path, thread) -> end of the range requested
         self._lock = threading.Lock()
         self.readahead = readahead if hasattr(os, "posix_fadvise") else 0
         self.drop_behind = False
         self.bytes_read = 0
-
-    def _fd(self, path: str) -> int:
-        with self._lock:
-            fd = self._fds.get(path)
-            if fd is None:
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except OSError as e:
-                    raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
-                self._fds[path] = fd
-            return fd
 
     def read_rows(self, info: TensorInfo, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``.
@@ -185,10 +235,18 @@ class RowReader:
         return self.read_rows(info, 0, info.shape[0])
 
     def _pread_into(self, info: TensorInfo, buf: torch.Tensor, offset: int) -> None:
-        fd = self._fd(info.path)
-        view = memoryview(buf.numpy())
+        with self._lock:
+            self._paths.add(info.path)
+        with POOL.fd(info.path) as fd:
+            done = self._pread_all(fd, info, memoryview(buf.numpy()), offset)
+            if self.drop_behind and self.readahead:
+                os.posix_fadvise(fd, offset, done, os.POSIX_FADV_DONTNEED)
+        with self._lock:
+            self.bytes_read += done
+
+    def _pread_all(self, fd: int, info: TensorInfo, view: memoryview, offset: int) -> int:
         if self.readahead:
-            self._read_ahead(fd, offset + len(view))
+            self._read_ahead(fd, info.path, offset + len(view))
         done = 0
         while done < len(view):
             try:
@@ -198,13 +256,10 @@ class RowReader:
             if got == 0:
                 raise InputError(f"{info.path}: unexpected end of file in tensor {info.name!r}; truncated?")
             done += got
-        with self._lock:
-            self.bytes_read += done
-        if self.drop_behind and self.readahead:
-            os.posix_fadvise(fd, offset, done, os.POSIX_FADV_DONTNEED)
+        return done
 
-    def _read_ahead(self, fd: int, end: int) -> None:
-        key = (fd, threading.get_ident())
+    def _read_ahead(self, fd: int, path: str, end: int) -> None:
+        key = (path, threading.get_ident())
         until = self._advised.get(key, 0)
         if until < end or until > end + self.readahead:   # first read, or a jump: new window
             until = end
@@ -213,9 +268,8 @@ class RowReader:
             self._advised[key] = end + self.readahead
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        POOL.close(self._paths)
+        self._paths.clear()
         self._advised.clear()
 
     def __enter__(self) -> "RowReader":

@@ -8,15 +8,19 @@ import math
 import numpy as np
 import pandas as pd
 
+from .text import encodable
+
 
 def table_csv(table: pd.DataFrame) -> str:
     return table.to_csv(index=False, lineterminator="\n", float_format="%.10g", na_rep="")
 
 
 def _clean(value):
-    """JSON-safe values: NaN/inf -> None, numpy scalars -> Python."""
+    """JSON-safe values: NaN/inf -> None, numpy scalars -> Python, strings UTF-8 can encode."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {encodable(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return encodable(value)
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, (np.integer,)):
