@@ -101,7 +101,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         "tensors_compared": len(plan.tensors),
         "skipped": plan.skipped,
         "unmatched": plan.unmatched,
-        "warnings": log.lines(plan),
+        "warnings": [w for r in runs for w in r.warnings] + log.lines(plan),
     }
     # Rows come out tensor by tensor (file order); present them checkpoint by checkpoint.
     position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened)}

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import click
 
 from ..options import AXES, DEFAULT_BLOCK_BYTES, DEVICES
-from ..outputs.atomic import check_writable
+from ..outputs.paths import check_outputs
 from .main import cli
-from .messages import print_warnings
+from .messages import echo, print_warnings
+from .numbers import MAX_BLOCK_MB, FiniteRange
 from .progress import BarProgress
 
 
@@ -26,17 +27,14 @@ class CompareOptions:
     quiet: bool
     block_mb: float
 
-    def outputs(self) -> list[str]:
-        return [p for p in (self.out, self.csv, self.json) if p]
 
+def _print_summary(analysis) -> None:
     """Per run and module type: the paper's r and the detrended partial r with its layer-level p."""
     from ..analysis.verdict import coupling_text
 
-
-def _print_summary(analysis) -> None:
     stats = analysis.stats("module")
     for run, g in stats.groupby("run", sort=False):
-        click.echo(f"{run}:")
+        echo(f"{run} ({g['method'].iloc[0]}):")
         for _, r in g.iterrows():
             echo(f"  {r['module']:<28} n={r['n']:<4} {coupling_text(r)}")
 
@@ -52,7 +50,7 @@ def _print_summary(analysis) -> None:
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--split-fused", is_flag=True, help="Also report fused q/k/v projections per group.")
 @click.option("--allow-partial", is_flag=True, help="Compare an adapter's tensors found in BASE even when some are not.")
-@click.option("--block-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
+@click.option("--block-mb", type=FiniteRange(min=0, max=MAX_BLOCK_MB, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
               show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, allow_partial, block_mb, quiet):
@@ -64,8 +62,7 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, all
     from ..analysis.compare import compare as run_compare
 
     opts = CompareOptions(base, finetuned, out, csv, json_, axis, device, split_fused, quiet, block_mb)
-    for path in opts.outputs():
-        check_writable(path)
+    check_outputs({"--out": out, "--csv": csv, "--json": json_}, [base, *finetuned])
     analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
                            split_fused=opts.split_fused, block_bytes=max(1, int(opts.block_mb * 2**20)),
                            progress=BarProgress("comparing", not opts.quiet), allow_partial=allow_partial)
