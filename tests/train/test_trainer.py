@@ -14,19 +14,8 @@ import dora_diag
 from dora_diag.errors import InputError
 from dora_diag.io.checkpoint import open_checkpoint
 from dora_diag.train.builtin import BaseRecipe, builtin_base
-from dora_diag.train.model import BuiltinConfig, BuiltinTransformer, save_full_model
+from dora_diag.train.model import BuiltinConfig
 from dora_diag.train.trainer import TrainConfig, TrainProgress, lr_factor, train
-
-SMALL = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
-
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    save_full_model(BuiltinTransformer(SMALL), d)
-    return d
 
 
 def quick(out: Path, base: Path, **kw) -> TrainConfig:
@@ -166,8 +155,8 @@ def test_refuses_to_overwrite_a_run_and_builtin_needs_builtin_data(base_dir, tmp
 
 
 def test_builtin_base_is_built_once_deterministically_and_learns_task_a(tmp_path):
-    recipe = BaseRecipe(model=SMALL, train_examples=256, eval_examples=64, steps=60, batch_size=32,
-                        warmup_steps=5)
+    small = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2)
+    recipe = BaseRecipe(model=small, train_examples=256, eval_examples=64, steps=60, batch_size=32, warmup_steps=5)
     first = builtin_base(recipe, cache=tmp_path / "c1")
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert builtin_base(recipe, cache=tmp_path / "c1") == first

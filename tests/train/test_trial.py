@@ -9,23 +9,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from dora_diag.errors import InputError
 from dora_diag.train import trainer
-from dora_diag.train.model import BuiltinConfig, BuiltinTransformer, save_full_model
 from dora_diag.train.trainer import TrainConfig, TrainProgress, train
 from dora_diag.train.trial import paired_difference, run_trial, summary
-
-SMALL = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2)
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    save_full_model(BuiltinTransformer(SMALL), d)
-    return d
 
 
 def user_run(base: Path, out: Path, method: str = "lora", **kw) -> Path:
