@@ -84,6 +84,25 @@ def test_resample_weights_equal_duplicated_layers():
             assert value == pytest.approx(reference(copies, kind), abs=1e-10)
 
 
+@pytest.mark.parametrize("drop_cell", [False, True])
+def test_permuted_statistics_match_the_reference_on_reordered_data(drop_cell):
+    """ΔM's layers reordered (complete cubes take a shortcut, incomplete ones the general path)."""
+    def f(g, layer, c, m):
+        return g.normal() + c + 0.2 * layer, g.normal() + 0.5 * c
+    t = _table(f, 6, 3, ("q_proj", "v_proj"), seed=8)
+    if drop_cell:
+        t = t.drop(index=t.index[5])
+    cube = make_cube(t)
+    orders = np.array([[1, 0, 2, 3, 5, 4], [5, 4, 3, 2, 1, 0]])
+    for kind in coupling.KINDS:
+        got = coupling._permuted_r(cube, orders, kind)
+        for order, value in zip(orders, got):
+            dm = {(layer, c, m): v for layer, c, m, v in zip(t["layer"], t["checkpoint"], t["module"], t["delta_m"])}
+            moved = t.assign(delta_m=[dm.get((order[layer], c, m), np.nan)
+                                      for layer, c, m in zip(t["layer"], t["checkpoint"], t["module"])])
+            assert value == pytest.approx(reference(moved.dropna(subset=["delta_m"]), kind), abs=1e-10)
+
+
 def test_shared_step_trend_only_pearson_high_within_checkpoint_near_zero():
     """ΔD and ΔM each grow with the step, independently per layer otherwise: the paper's r is ~+1,
     the within-checkpoint r only sees the (independent) differences between layers."""

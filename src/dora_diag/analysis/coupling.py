@@ -21,6 +21,7 @@ call evaluates a statistic on B bootstrap samples at once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -63,55 +64,98 @@ class Estimate:
     p: float
 
 
-def _moments(v: np.ndarray, w: np.ndarray, axes: tuple) -> np.ndarray:
-    total = w.sum(axis=axes, keepdims=True)
+# Per-group sums (group = checkpoint x module cell column) that every statistic is built from:
+# n, Σx, Σy, Σx², Σy², Σxy, Σd, Σd², Σxd, Σyd over the layers present, each weighted by the
+# layer's resample count. Sums make a batch of B resamples one (B, L) @ (L, G) product.
+_Q = ("n", "x", "y", "xx", "yy", "xy", "d", "dd", "xd", "yd")
+
+
+def _layer_quantities(x: np.ndarray, y: np.ndarray, mask: np.ndarray, d: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-layer terms (..., L, G) of the sums in ``_Q``; ``d`` (L,) broadcasts over groups."""
+    m = mask.astype(np.float64)
+    x, y = np.where(mask, x, 0.0), np.where(mask, y, 0.0)
+    dm = d[:, None] * m
+    return {"n": m, "x": x, "y": y, "xx": x * x, "yy": y * y, "xy": x * y, "d": dm, "dd": d[:, None] * dm,
+            "xd": x * dm, "yd": y * dm}
+
+
+def _standardized(cube: Cube) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x, y (L, G) shifted and scaled per module over the present cells, mask (L, G), centred depth.
+
+    Every statistic is invariant to these per-module shifts and scales; they keep the sums of
+    squares O(1) so that differences of sums lose no precision (ΔD is ~1e-6 with a far smaller
+    spread between layers)."""
+    L, C, M = cube.mask.shape
+    x, y = cube.x.copy(), cube.y.copy()
+    for v in (x, y):
+        for k in range(M):
+            cells = v[:, :, k][cube.mask[:, :, k]]
+            if cells.size:
+                sd = cells.std()
+                v[:, :, k] = (v[:, :, k] - cells.mean()) / (sd if sd > 0 else 1.0)
+    depth = cube.depth - (cube.depth.mean() if L else 0.0)
+    return x.reshape(L, C * M), y.reshape(L, C * M), cube.mask.reshape(L, C * M), depth
+
+
+def _r_from_sums(S: dict[str, np.ndarray], kind: str, shape: tuple[int, int]) -> np.ndarray:
+    """r of ``kind`` (B,) from group sums ``S[q]`` (B, G), G = C x M.
+
+    z-scoring within module divides each module's centred sums by its sd; centring per checkpoint
+    subtracts group means (Σab − ΣaΣb/n per group); the depth trend is removed per module by
+    Frisch–Waugh (R_ab = W_ab − W_ad W_bd / W_dd). Modules whose ΔD or ΔM is constant in a
+    sample, or (partial) whose depth does not vary, drop out of that sample."""
+    C, M = shape
+    S = {q: v.reshape(-1, C, M) for q, v in S.items()}
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (w * v).sum(axis=axes, keepdims=True) / total
+        n_m = S["n"].sum(1)
+        var = {a: S[a + a].sum(1) / n_m - (S[a].sum(1) / n_m) ** 2 for a in ("x", "y")}
 
+        def centred(a: str, b: str, per_group: bool) -> np.ndarray:
+            if per_group:
+                return np.where(S["n"] > 0, S[a + b] - S[a] * S[b] / S["n"], 0.0).sum(1)
+            return S[a + b].sum(1) - S[a].sum(1) * S[b].sum(1) / n_m
 
-def _residuals(v: np.ndarray, w: np.ndarray, kind: str, depth: np.ndarray) -> np.ndarray:
-    """``v`` (B, L, C, M) z-scored within module and centred/residualised as ``kind`` says."""
-    mean = _moments(v, w, (1, 2))
-    sd = np.sqrt(_moments((v - mean) ** 2, w, (1, 2)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (v - mean) / sd                       # NaN for a module type constant in this sample
-    z = np.where(w > 0, z, 0.0)
-    if kind == "pearson":
-        return z
-    zc = z - np.where(w > 0, _moments(z, w, (1,)), 0.0)
-    if kind == "within_checkpoint":
-        return zc
-    d = np.broadcast_to(depth[None, :, None, None], v.shape)
-    dc = np.where(w > 0, d - _moments(d, w, (1,)), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = (w * zc * dc).sum(axis=(1, 2), keepdims=True) / (w * dc * dc).sum(axis=(1, 2), keepdims=True)
-    return zc - slope * dc
-
-
-def _batch_r(cube: Cube, w_units: np.ndarray, kind: str, y: np.ndarray | None = None,
-             mask: np.ndarray | None = None) -> np.ndarray:
-    """r of ``kind`` for each of B samples -> (B,), NaN where undefined.
-
-    ``w_units`` (B, L) weighs layers (resample counts); ``y`` and ``mask`` (B, L, C, M) replace
-    the cube's ΔM and mask per sample (permutations); arrays of batch size 1 broadcast."""
-    y = cube.y[None] if y is None else y
-    mask = cube.mask[None] if mask is None else mask
-    w = w_units[:, :, None, None] * mask
-    x = np.where(mask, cube.x[None], 0.0)
-    y = np.where(mask, y, 0.0)
-    xr, yr = _residuals(x, w, kind, cube.depth), _residuals(y, w, kind, cube.depth)
-    keep = np.isfinite(xr) & np.isfinite(yr)
-    w = np.where(keep, w, 0.0)
-    xr, yr = np.where(keep, xr, 0.0), np.where(keep, yr, 0.0)
-    sxy = (w * xr * yr).sum(axis=(1, 2, 3))
-    sxx, syy = (w * xr * xr).sum(axis=(1, 2, 3)), (w * yr * yr).sum(axis=(1, 2, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
+        grouped = kind != "pearson"
+        wxx, wyy, wxy = (centred(a, b, grouped) for a, b in (("x", "x"), ("y", "y"), ("x", "y")))
+        sx, sy = np.sqrt(np.maximum(var["x"], 0)), np.sqrt(np.maximum(var["y"], 0))
+        rxx, ryy, rxy = wxx / sx ** 2, wyy / sy ** 2, wxy / (sx * sy)
+        if kind == "partial":
+            wdd = np.where(S["n"] > 0, S["dd"] - S["d"] ** 2 / S["n"], 0.0).sum(1)
+            wxd = np.where(S["n"] > 0, S["xd"] - S["x"] * S["d"] / S["n"], 0.0).sum(1) / sx
+            wyd = np.where(S["n"] > 0, S["yd"] - S["y"] * S["d"] / S["n"], 0.0).sum(1) / sy
+            rxx, ryy, rxy = rxx - wxd ** 2 / wdd, ryy - wyd ** 2 / wdd, rxy - wxd * wyd / wdd
+        ok = (n_m > 0) & (var["x"] > 1e-24) & (var["y"] > 1e-24) & np.isfinite(rxx + ryy + rxy)
+        sxx, syy, sxy = (np.where(ok, v, 0.0).sum(1) for v in (rxx, ryy, rxy))
         r = sxy / np.sqrt(sxx * syy)
-    # z-scored values have variance ~1 per cell; residual variance near zero means nothing is
-    # left to correlate (e.g. ΔD exactly linear in depth), and r there is rounding noise.
-    cells = w.sum(axis=(1, 2, 3))
+    # z-scores have variance ~1 per cell; residual variance near zero means nothing is left to
+    # correlate (e.g. ΔD exactly linear in depth), and r there is rounding noise.
+    cells = np.where(ok, n_m, 0.0).sum(1)
     r[~(np.minimum(sxx, syy) > 1e-12 * np.maximum(cells, 1.0))] = np.nan
     return np.clip(r, -1.0, 1.0)
+
+
+def _batch_r(cube: Cube, w_units: np.ndarray, kind: str) -> np.ndarray:
+    """r of ``kind`` for each row of layer weights ``w_units`` (B, L) -> (B,), NaN where undefined."""
+    x, y, mask, d = _standardized(cube)
+    q = _layer_quantities(x, y, mask, d)
+    sums = w_units @ np.concatenate([q[k] for k in _Q], axis=1)   # one product for all sums
+    return _r_from_sums(dict(zip(_Q, np.split(sums, len(_Q), axis=1))), kind, cube.mask.shape[1:])
+
+
+def _permuted_r(cube: Cube, orders: np.ndarray, kind: str) -> np.ndarray:
+    """r of ``kind`` with ΔM's layers reordered by each row of ``orders`` (K, L) -> (K,); a cell
+    counts where both its ΔD and the ΔM moved onto it exist."""
+    x, y, mask, d = _standardized(cube)
+    if mask.all():
+        # Complete cubes (the usual case): only the sums pairing ΔM with ΔD or depth change.
+        fixed = {k: v.sum(0)[None] for k, v in _layer_quantities(x, y, mask, d).items()}
+        yp = y[orders]
+        S = {k: np.broadcast_to(v, (len(orders), v.shape[1])) for k, v in fixed.items()}
+        S["xy"], S["yd"] = np.einsum("lg,klg->kg", x, yp), np.einsum("l,klg->kg", d, yp)
+        return _r_from_sums(S, kind, cube.mask.shape[1:])
+    mk = mask[None] & mask[orders]
+    q = _layer_quantities(x[None], y[orders], mk, d)
+    return _r_from_sums({k: v.sum(1) for k, v in q.items()}, kind, cube.mask.shape[1:])
 
 
 def _chunked(cube: Cube, rows: int, evaluate) -> np.ndarray:
@@ -125,6 +169,7 @@ def estimate(cube: Cube, kind: str) -> float:
     return float(_batch_r(cube, np.ones((1, len(cube.units))), kind)[0])
 
 
+@functools.lru_cache(maxsize=16)
 def bootstrap_weights(n_units: int, n: int = BOOTSTRAP, seed: int = SEED) -> np.ndarray:
     """(n, n_units) resample counts: each row draws n_units layers with replacement.
 
@@ -132,13 +177,16 @@ def bootstrap_weights(n_units: int, n: int = BOOTSTRAP, seed: int = SEED) -> np.
     (which makes differences between runs a paired bootstrap)."""
     g = np.random.default_rng(seed)
     draws = g.integers(0, n_units, size=(n, n_units))
-    return np.stack([np.bincount(row, minlength=n_units) for row in draws]).astype(np.float64)
+    counts = np.zeros((n, n_units))
+    np.add.at(counts, (np.repeat(np.arange(n), n_units), draws.ravel()), 1.0)
+    counts.setflags(write=False)   # cached: shared by every caller
+    return counts
 
 
 def bootstrap(cube: Cube, kind: str, weights: np.ndarray | None = None) -> np.ndarray:
     """The statistic on each layer resample (B,); NaN where a resample leaves it undefined."""
     w = bootstrap_weights(len(cube.units)) if weights is None else weights
-    return _chunked(cube, len(w), lambda a, b: _batch_r(cube, w[a:b], kind))
+    return _batch_r(cube, w, kind)
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -150,13 +198,18 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
     return float(lo), float(hi)
 
 
+@functools.lru_cache(maxsize=16)
 def permutations(n_units: int, n: int = PERMUTATIONS, seed: int = SEED) -> tuple[np.ndarray, bool]:
     """(orders (K, n_units), exact): all n_units! orders when that is at most ``n``, else the
     identity plus n random ones."""
-    if math.factorial(n_units) <= n:
-        return np.array(list(itertools.permutations(range(n_units)))), True
-    g = np.random.default_rng(seed)
-    return np.vstack([np.arange(n_units), np.stack([g.permutation(n_units) for _ in range(n)])]), False
+    exact = math.factorial(n_units) <= n
+    if exact:
+        orders = np.array(list(itertools.permutations(range(n_units))))
+    else:
+        g = np.random.default_rng(seed)
+        orders = np.vstack([np.arange(n_units), g.permuted(np.tile(np.arange(n_units), (n, 1)), axis=1)])
+    orders.setflags(write=False)   # cached: shared by every caller
+    return orders, exact
 
 
 def p_method(n_units: int) -> str:
@@ -171,11 +224,9 @@ def permutation_p(cube: Cube, kind: str, observed: float) -> float:
     if math.isnan(observed):
         return math.nan
     orders, _ = permutations(len(cube.units))
-    ones = np.ones((1, len(cube.units)))
 
     def evaluate(a: int, b: int) -> np.ndarray:
-        idx = orders[a:b]
-        return _batch_r(cube, ones, kind, cube.y[idx], cube.mask[None] & cube.mask[idx])
+        return _permuted_r(cube, orders[a:b], kind)
 
     r = _chunked(cube, len(orders), evaluate)
     ok = np.isfinite(r)
