@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError, UnsupportedError
+from .hub_cache import looks_like_repo_id, resolve_repo_id
 from .json_limits import load_json_file
 from .safetensors_file import TensorInfo, read_header
 
@@ -102,8 +103,12 @@ def _checked(ckpt: Checkpoint) -> Checkpoint:
 
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Open a ``.safetensors`` file, or a directory with ``model.safetensors`` or shards."""
-    p = existing(path)
+    """Open a ``.safetensors`` file, a directory with ``model.safetensors`` or shards, a diffusers
+    pipeline, or a model id (``org/model``) in the local Hugging Face cache."""
+    p = Path(path)
+    if not os.path.exists(path) and looks_like_repo_id(os.fspath(path)):
+        p = resolve_repo_id(os.fspath(path))
+    p = existing(p)
     if p.is_file():
         if p.suffix != ".safetensors":
             raise _not_safetensors(p, [p])
@@ -122,6 +127,16 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
                                read_header(str(files[0]))[1] if len(files) == 1 else {}))
 
 
+def adapter_base_id(adapter: str | os.PathLike) -> str | None:
+    """``base_model_name_or_path`` of a PEFT adapter directory (or of its weights file), if set."""
+    p = Path(adapter)
+    config = (p if p.is_dir() else p.parent) / ADAPTER_CONFIG
+    if not (p.is_dir() or p.is_file()) or not config.is_file():
+        return None
+    value = read_json(config, ADAPTER_CONFIG).get("base_model_name_or_path")
+    return value if isinstance(value, str) and value else None
+
+
 def open_pipeline(directory: Path, given: str) -> Checkpoint:
     """A diffusers pipeline (``unet/``, ``transformer/``, ``text_encoder/``, ``vae/``, ... each a
     checkpoint directory) as one checkpoint: every component with weights, its tensor names
@@ -131,7 +146,7 @@ def open_pipeline(directory: Path, given: str) -> Checkpoint:
     tensors: dict[str, TensorInfo] = {}
     for component in sorted(k for k in index if not k.startswith("_")):
         folder = directory / component
-        if folder.is_dir() and any(f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES for f in folder.iterdir()):
+        if folder.is_dir() and any(f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES for f in list_dir(folder)):
             for name, info in open_checkpoint(folder).tensors.items():
                 tensors[f"{component}.{name}"] = replace(info, name=f"{component}.{name}")
     if not tensors:

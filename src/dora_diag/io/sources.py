@@ -49,10 +49,10 @@ class FullSource:
     """A full fine-tuned checkpoint: rows come straight from its safetensors files."""
 
     kind = "full"
+    method = "ft"
     skipped: Sequence[dict] = ()
 
     def __init__(self, checkpoint: Checkpoint):
-    method = "ft"
         self.checkpoint = checkpoint
         self.config = checkpoint.config
         self.reader = RowReader(STREAM_READAHEAD)
