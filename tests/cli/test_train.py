@@ -62,7 +62,7 @@ def test_interrupt_names_the_last_checkpoint(base_dir, tmp_path, capsys, monkeyp
         if step == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_train.BarTrainProgress, "step", step)
+    monkeypatch.setattr(cli_train.TrainBar, "step", step)
     out = tmp_path / "r"
     code, _, err = call(capsys, "train", "--method", "ft", "--model", str(base_dir), "--steps", "5",
                         "--save-every", "2", "--batch-size", "4", "--device", "cpu", "--out", str(out))

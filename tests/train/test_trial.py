@@ -29,17 +29,17 @@ def lora_run(base_dir, tmp_path_factory) -> Path:
 
 
 class Recorder(TrainProgress):
-    def __init__(self):
-        self.calls = []
+    def __init__(self, calls, label):
+        self.calls, self.label = calls, label
 
     def start(self, total_steps):
-        self.calls.append(("start", total_steps))
+        self.calls.append((self.label, "start", total_steps))
 
     def step(self, step, loss):
-        self.calls.append(("step", step))
+        self.calls.append((self.label, "step", step))
 
     def finish(self):
-        self.calls.append(("finish",))
+        self.calls.append((self.label, "finish"))
 
 
 def test_trial_trains_matched_pairs_with_the_runs_settings(base_dir, lora_run, tmp_path, monkeypatch):
@@ -55,8 +55,9 @@ def test_trial_trains_matched_pairs_with_the_runs_settings(base_dir, lora_run, t
         yield from it
 
     monkeypatch.setattr(trainer, "batches", recording)
-    progress = Recorder()
-    result = run_trial(base_dir, lora_run, steps=4, seeds=2, progress=progress, device="cpu")
+    calls = []
+    result = run_trial(base_dir, lora_run, steps=4, seeds=2, device="cpu",
+                       progress=lambda method, seed, steps: Recorder(calls, (method, seed, steps)))
     s = result["settings"]
     assert (s["rank"], s["alpha"], s["lr"], s["batch_size"], s["targets"]) == (4, 8.0, 3e-3, 8, ("q_proj", "v_proj"))
     assert s["from"]["lr"] == "train_config.json" and s["from"]["steps"] == "argument"
@@ -71,8 +72,9 @@ def test_trial_trains_matched_pairs_with_the_runs_settings(base_dir, lora_run, t
     assert diff["per_seed"] == pytest.approx(per_seed) and diff["seeds"] == 2
     assert diff["mean"] == pytest.approx(sum(per_seed) / 2)
     assert diff["sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
-    assert progress.calls[0] == ("start", 16) and progress.calls[-1] == ("finish",)
-    assert [c[1] for c in progress.calls[1:-1]] == list(range(1, 17))
+    run_calls = [("start", 4), *(("step", i) for i in range(1, 5)), ("finish",)]
+    assert calls == [(run, *c) for run in (("lora", 0, 4), ("dora", 0, 4), ("lora", 1, 4), ("dora", 1, 4))
+                     for c in run_calls]  # one progress per run, in training order
     assert list(tmp_path.iterdir()) == []  # the trial's run directories are gone
     json.dumps(result)
 
@@ -137,12 +139,15 @@ def test_ctrl_c_propagates_and_leaves_no_run_directories(base_dir, lora_run, tmp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     class Interrupt(TrainProgress):
+        def __init__(self, seed):
+            self.seed = seed
+
         def step(self, step, loss):
-            if step == 3:
+            if self.seed == 1:  # in the third of four runs
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_trial(base_dir, lora_run, steps=2, seeds=2, progress=Interrupt(), device="cpu")
+        run_trial(base_dir, lora_run, steps=2, seeds=2, progress=lambda m, seed, n: Interrupt(seed), device="cpu")
     assert list(tmp_path.iterdir()) == []
 
 

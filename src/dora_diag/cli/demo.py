@@ -7,7 +7,7 @@ import click
 from ..options import DEMO_SAVE_EVERY, DEMO_SEEDS, DEMO_STEPS
 from .main import cli
 from .progress import BarProgress
-from .train import BarTrainProgress
+from .train import TrainBar
 
 
 @cli.command("demo")
@@ -33,7 +33,7 @@ def demo_cmd(out, model, runs_dir, steps, save_every, seed, seeds, quiet):
 
     cfg = DemoConfig(out=out, model=model, runs_dir=runs_dir, steps=steps, save_every=save_every, seed=seed,
                      seeds=seeds)
-    result = run_demo(cfg, progress_for=lambda label: BarTrainProgress(label, not quiet),
+    result = run_demo(cfg, progress_for=lambda label: TrainBar(label, enabled=not quiet),
                       compare_progress=BarProgress("comparing", not quiet),
                       status=None if quiet else (lambda text: click.echo(text, err=True)))
     click.echo(f"report: {result.report}")

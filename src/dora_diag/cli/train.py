@@ -16,16 +16,17 @@ from .main import cli
 TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
-class BarTrainProgress:   # a train.trainer.TrainProgress
-    """A stderr progress bar over steps showing the current loss; hidden with --quiet or no TTY."""
+class TrainBar:   # a train.trainer.TrainProgress
+    """A stderr progress bar over a run's steps showing the current loss; hidden with --quiet or
+    no TTY. Its length is ``steps`` when given up front, else the total that start() gets."""
 
-    def __init__(self, label: str, enabled: bool = True):
-        self.label, self.enabled = label, enabled and sys.stderr.isatty()
+    def __init__(self, label: str, steps: int | None = None, enabled: bool = True):
+        self.label, self.steps, self.enabled = label, steps, enabled and sys.stderr.isatty()
         self.bar, self.loss = None, float("nan")
 
     def start(self, total_steps: int) -> None:
         if self.enabled:
-            self.bar = click.progressbar(length=total_steps, label=self.label, file=sys.stderr,
+            self.bar = click.progressbar(length=self.steps or total_steps, label=self.label, file=sys.stderr,
                                          item_show_func=lambda _: f"loss {self.loss:.4f}")
             self.bar.__enter__()
 
@@ -112,7 +113,7 @@ def train_cmd(quiet: bool, targets: str, magnitude_only: str, rslora: bool, **op
     cfg = TrainConfig(targets=_patterns(targets), magnitude_only=_patterns(magnitude_only),
                       use_rslora=rslora, **options)
     try:
-        run_dir = train(cfg, BarTrainProgress(cfg.method, not quiet))
+        run_dir = train(cfg, TrainBar(cfg.method, enabled=not quiet))
     except KeyboardInterrupt:
         last = last_checkpoint(cfg.out)
         click.echo(f"dora-diag: interrupted; last complete checkpoint: {last or 'none'}", err=True)

@@ -48,13 +48,12 @@ class RunSettings:
 
 
 def run_trial(base: str | Path, run: str | Path, *, steps: int | None = None, seeds: int = TRIAL_SEEDS,
-              data: str | Path | None = None, progress: TrainProgress | None = None,
-              device: str = "auto") -> dict:
+              data: str | Path | None = None, progress=None, device: str = "auto") -> dict:
     """Train matched LoRA and DoRA runs from ``base`` with ``run``'s settings; JSON-ready result
     (see verdict-api: settings, runs, difference, summary).
 
     ``steps`` (default: the run's steps, at most TRIAL_STEPS) is the step budget of each of the
-    2 * ``seeds`` runs; ``progress`` gets one start(total) over all of them, then global steps.
+    2 * ``seeds`` runs; ``progress(method, seed, steps)`` gives each run its TrainProgress (a bar).
     Temporary run directories are removed on every exit, Ctrl-C included.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
@@ -62,13 +61,11 @@ def run_trial(base: str | Path, run: str | Path, *, steps: int | None = None, se
     settings = read_run_settings(Path(run), Path(base), data)
     trial_steps = _trial_steps(settings, steps)
     configs = matched_configs(settings, Path(base), trial_steps, seeds, device)
-    progress = progress or TrainProgress()
+    progress = progress or (lambda method, seed, n: TrainProgress())
     workdir = Path(tempfile.mkdtemp(prefix="dora-diag-trial-"))
-    progress.start(trial_steps * len(configs))
     try:
-        runs = [_train_one(cfg, workdir, _Offset(progress, i * trial_steps)) for i, cfg in enumerate(configs)]
+        runs = [_train_one(cfg, workdir, progress(cfg.method, cfg.seed, cfg.steps)) for cfg in configs]
     finally:
-        progress.finish()
         shutil.rmtree(workdir, ignore_errors=True)
     settings_out = {"base": str(base), "run": str(run), "steps": trial_steps, "seeds": list(range(seeds)),
                     "warmup_steps": configs[0].warmup_steps, **settings.values,
@@ -76,16 +73,6 @@ def run_trial(base: str | Path, run: str | Path, *, steps: int | None = None, se
     difference = paired_difference(runs)
     return {"settings": settings_out, "runs": runs, "difference": difference,
             "summary": summary(difference, trial_steps)}
-
-
-class _Offset(TrainProgress):
-    """Forwards one run's steps to the trial's progress as global steps."""
-
-    def __init__(self, progress: TrainProgress, offset: int):
-        self.progress, self.offset = progress, offset
-
-    def step(self, step: int, loss: float) -> None:
-        self.progress.step(self.offset + step, loss)
 
 
 def read_run_settings(run: Path, base: Path, data: str | Path | None) -> RunSettings:
