@@ -14,9 +14,9 @@ NAMES = ["h.0.attn.c_attn", "h.0.attn.c_proj", "h.0.mlp.c_fc", "h.0.mlp.c_proj",
 @pytest.fixture
 def no_transformers(monkeypatch):
     monkeypatch.setattr(conv1d, "_models_dir", lambda: None)
-    conv1d.conv1d_attributes.cache_clear()
+    conv1d._modeling_source.cache_clear()
     yield
-    conv1d.conv1d_attributes.cache_clear()
+    conv1d._modeling_source.cache_clear()
 
 
 def test_derived_attributes_agree_with_the_table():

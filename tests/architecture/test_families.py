@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import dora_diag
-from ckpt_helpers import reference_changes
+from ckpt_helpers import reference_changes, write_checkpoint
 from tiny_families import FAMILIES, MissingFamily, build, save_pair
 
 transformers = pytest.importorskip("transformers")
@@ -99,3 +99,29 @@ def test_vit_position_embeddings_are_one_channel_per_position(tmp_path):
     t = dora_diag.compare(base, ft).table
     row = t[t["tensor"] == "vit.embeddings.position_embeddings"].iloc[0]
     assert (row["rows"], row["cols"]) == (5, 16)    # (1, 5, 16): 4 patches + CLS
+
+
+@pytest.mark.parametrize("model_type,transposed", [("mixtral", False), ("gpt_oss", True)])
+def test_stored_experts_are_measured_per_expert_and_output_channel(tmp_path, model_type, transposed):
+    """transformers 5 stores experts as one (E, out, in) tensor (gpt-oss: (E, in, out), x @ W)."""
+    g = torch.Generator().manual_seed(0)
+    e, hidden, inter = 3, 6, 4
+    shapes = {"gate_up_proj": (2 * inter, hidden), "down_proj": (hidden, inter)}
+    base = {f"model.layers.0.mlp.experts.{k}": torch.randn(e, *(s[::-1] if transposed else s), generator=g)
+            for k, s in shapes.items()}
+    ft = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+    cfg = {"model_type": model_type}
+    a = dora_diag.compare(write_checkpoint(tmp_path / "b", base, cfg), write_checkpoint(tmp_path / "f", ft, cfg),
+                          split_fused=True)
+    t = a.table
+    assert sorted(t[t["group"] == ""]["expert"]) == [0, 0, 1, 1, 2, 2]
+    for name, w0 in base.items():
+        for i in range(e):
+            a0, a1 = (w[i].T if transposed else w[i] for w in (w0, ft[name]))
+            rows = t[(t["tensor"] == f"{name}[{i}]") & (t["expert"] == i)].set_index("group")
+            assert rows.loc["", "rows"] == a0.shape[0]
+            assert rows.loc["", "delta_d"] == pytest.approx(reference_changes(a0, a1)["delta_d"], rel=1e-4)
+            if name.endswith("gate_up_proj"):
+                gate = slice(0, None, 2) if transposed else slice(0, inter)
+                ref = reference_changes(a0[gate], a1[gate])
+                assert rows.loc["gate", "delta_m"] == pytest.approx(ref["delta_m"], rel=1e-4)

@@ -112,9 +112,11 @@ def test_unknown_fused_layouts_are_refused():
     assert fused_groups("mystery", "layers.0.attn.q_proj", cfg, 16) is None
 
 
-def test_stored_3d_experts_split_gate_and_up_per_expert():
-    groups = dict(fused_groups("mixtral", "layers.0.mlp.experts.gate_up_proj", {}, 3 * 8, stacked=3))
-    assert groups["gate"] == [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19]
-    assert groups["up"] == [4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23]
+def test_stored_experts_split_gate_and_up():
+    groups = fused_groups("mixtral", "layers.0.mlp.experts.gate_up_proj", {}, 8, expert=True)
+    assert groups == [("gate", slice(0, 4)), ("up", slice(4, 8))]
+    groups = dict(fused_groups("gpt_oss", "layers.0.mlp.experts.gate_up_proj", {}, 8, expert=True))
+    assert groups == {"gate": [0, 2, 4, 6], "up": [1, 3, 5, 7]}
+    assert fused_groups("mixtral", "layers.0.mlp.experts.down_proj", {}, 8, expert=True) is None
     with pytest.raises(InputError, match="not \\[gate, up\\]"):
-        fused_groups("mixtral", "layers.0.mlp.experts.gate_up_proj", {}, 3 * 7, stacked=3)
+        fused_groups("mixtral", "layers.0.mlp.experts.gate_up_proj", {}, 7, expert=True)

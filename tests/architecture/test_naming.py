@@ -39,7 +39,8 @@ def test_wrapper_prefixes_match_either_way():
     ft = ["bert.encoder.layer.0.attention.self.query.weight", "bert.embeddings.word_embeddings.weight",
           "classifier.weight"]
     assert match_names(base, ft) == dict(zip(base, ft[:2]))
-    assert match_names(["model.layers.0.q.weight"], ["layers.0.q.weight"]) == {"model.layers.0.q.weight": "layers.0.q.weight"}
+    got = match_names(["model.layers.0.q.weight"], ["layers.0.q.weight"])
+    assert got == {"model.layers.0.q.weight": "layers.0.q.weight"}
 
 
 def test_ambiguous_suffixes_do_not_match():
@@ -52,8 +53,8 @@ def _places(names):
 
 
 def test_towers_are_separate_stacks():
-    names = ["text_model.encoder.layers.0.self_attn.q_proj.weight", "vision_model.encoder.layers.0.self_attn.q_proj.weight",
-             "visual_projection.weight"]
+    names = ["text_model.encoder.layers.0.self_attn.q_proj.weight",
+             "vision_model.encoder.layers.0.self_attn.q_proj.weight", "visual_projection.weight"]
     got = _places(names)
     assert got[names[0]] == ("text_model.encoder", 0, "text_model.q_proj", None)
     assert got[names[1]] == ("vision_model.encoder", 0, "vision_model.q_proj", None)
@@ -61,14 +62,16 @@ def test_towers_are_separate_stacks():
 
 
 def test_nested_stages_get_depth_order_and_shared_module_types():
-    names = [f"encoder.stages.{s}.layers.{b}.layer.{c}.convolution.weight" for s in (0, 1) for b in (0, 1) for c in (0, 1)]
+    names = [f"encoder.stages.{s}.layers.{b}.layer.{c}.convolution.weight"
+             for s in (0, 1) for b in (0, 1) for c in (0, 1)]
     got = _places(names)
     assert [got[n][1] for n in names] == [0, 0, 1, 1, 2, 2, 3, 3]
     assert {got[n][2] for n in names} == {"layer.0.convolution", "layer.1.convolution"}
 
 
 def test_unet_blocks_in_forward_order():
-    names = ["down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+    names = ["down_blocks.0.resnets.0.conv1.weight",
+             "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
              "down_blocks.0.resnets.1.conv1.weight", "down_blocks.1.resnets.0.conv1.weight",
              "mid_block.resnets.0.conv1.weight", "up_blocks.0.resnets.0.conv1.weight",
              "up_blocks.0.upsamplers.0.conv.weight", "down_blocks.1.downsamplers.0.conv.weight", "conv_in.weight"]
@@ -91,7 +94,8 @@ def test_places_are_unique_within_a_checkpoint():
     names = ["encoder.block.0.layer.0.SelfAttention.q.weight", "encoder.block.0.layer.1.DenseReluDense.wi.weight",
              "decoder.block.0.layer.0.SelfAttention.q.weight", "decoder.block.0.layer.1.EncDecAttention.q.weight",
              "a.layers.0.q.weight", "b.layers.0.q.weight", "layers.1.q.weight",
-             "encoder.stages.0.layers.0.layer.0.convolution.weight", "encoder.stages.0.layers.0.shortcut.convolution.weight"]
+             "encoder.stages.0.layers.0.layer.0.convolution.weight",
+             "encoder.stages.0.layers.0.shortcut.convolution.weight"]
     places = list(_places(names).values())
     assert len(set(places)) == len(places)
 
@@ -100,7 +104,8 @@ def test_renamed_modules_match_through_rename():
     base = ["vit.encoder.layer.0.attention.attention.query.weight", "classifier.weight"]
     ft = ["vit.layers.0.attention.q_proj.weight", "classifier.weight"]
     assert match_names(base, ft) == {"classifier.weight": "classifier.weight"}
-    rename = lambda n: n.replace("encoder.layer.", "layers.").replace("attention.attention.query", "attention.q_proj")  # noqa: E731
+    def rename(n):
+        return n.replace("encoder.layer.", "layers.").replace("attention.attention.query", "attention.q_proj")
     assert match_names(base, ft, rename) == dict(zip(base, ft))
 
 

@@ -99,9 +99,11 @@ def decide(s: dict, method: str, th: dict, relative: list[dict] = (), trial: dic
         if t_decision != "inconclusive":
             decision, decided_by = t_decision, "trial"
             headline = _trial_headline(t_decision, trial_text)
+        else:
+            headline = f"{headline.removesuffix('.')}; the matched trial does not decide it: {trial_text}."
     reason = "; ".join(x for x in (reason, _relative_text(relative), trial_text and f"trial: {trial_text}") if x)
     return {"decision": decision, "decided_by": decided_by, "headline": headline, "reason": reason,
-            "note": _lora_note(decided_by)}
+            "note": _lora_note(decided_by, trial is not None)}
 
 
 def heuristic(s: dict, th: dict) -> tuple[str, str]:
@@ -165,9 +167,12 @@ def _pattern_note(method: str) -> str:
     return "The method is unknown: nothing is decided about it."
 
 
-def _lora_note(decided_by: str) -> str:
+def _lora_note(decided_by: str, had_trial: bool) -> str:
     if decided_by == "trial":
         return "Decided by the matched trial (direct evidence); the coupling heuristic is shown for comparison."
+    if had_trial:
+        return ("The matched trial's interval includes zero: more seeds or steps (--trial-seeds, --trial-steps) "
+                "would narrow it. The coupling heuristic's track record is in reports/verdict-calibration.md.")
     return ("A heuristic from the paper's Figure 2; its track record is in reports/verdict-calibration.md. "
             "`dora-diag check --trial` measures DoRA against LoRA directly.")
 
@@ -201,7 +206,7 @@ def judge_trial(trial: dict, alpha: float) -> tuple[str, str]:
     sd = float(diffs.std(ddof=1))
     half = float(stdtrit(k - 1, 1 - alpha / 2)) * sd / math.sqrt(k)
     lo, hi = mean - half, mean + half
-    text = (f"eval loss DoRA − LoRA = {_g(mean)} ({(1 - alpha):.0%} CI {_g(lo)} to {_g(hi)}, sd {_g(sd)} over "
+    text = (f"eval loss DoRA − LoRA = {_g(mean)} ({(1 - alpha):.0%} CI {_g(lo)} to {_g(hi)}, sd {sd:.3g} over "
             f"{k} seeds, {trial['settings'].get('steps', '?')} steps each)")
     if hi < 0:
         return "dora_likely_helps", text

@@ -1,10 +1,11 @@
-"""Tensors measured as rows of their last axis: N-D tensors that are not convolution kernels.
+"""Views of stored N-D tensors that are not convolution kernels.
 
 A convolution weight ``(out, in, k...)`` is measured per output channel, all later axes
 flattened. Other N-D parameters hold one vector per leading index: ViT's
-``position_embeddings (1, positions, dim)`` has one channel per position, a transformers 5
-experts tensor ``gate_up_proj (E, 2I, H)`` one per (expert, output row). They are viewed as
-``(prod(shape[:-1]), shape[-1])``; the stored bytes are the same, row-major.
+``position_embeddings (1, positions, dim)`` is viewed as ``(positions, dim)``, one channel
+per position (``as_vectors``). A stored experts tensor (transformers 5 ``experts.gate_up_proj
+(E, 2I, H)``, Llama 4's ``(E, H, 2I)``) is E matrices: each expert is measured as its own 2-D
+tensor (``expert_slice``), per output channel. The stored bytes are the same, row-major.
 """
 
 from __future__ import annotations
@@ -23,18 +24,31 @@ def is_vector_stack(info: TensorInfo) -> bool:
     return len(info.shape) > 2 and not info.name.endswith(".weight")
 
 
+def is_experts_stack(info: TensorInfo) -> bool:
+    """A 3-D parameter of an ``experts`` module: ``mlp.experts.gate_up_proj``."""
+    return is_vector_stack(info) and len(info.shape) == 3 and ".experts." in f".{info.name}"
+
+
 def as_vectors(info: TensorInfo) -> TensorInfo:
     """``info`` seen as 2-D rows along its last axis."""
     return replace(info, shape=(math.prod(info.shape[:-1]), info.shape[-1]))
 
 
-class VectorView:
-    """One stored fine-tuned tensor read through its 2-D vector view (a ``FineTunedSource``
-    for one target; reads go through the wrapped source's reader, counted there)."""
+def expert_slice(info: TensorInfo, expert: int) -> TensorInfo:
+    """Expert ``expert``'s matrix ``shape[1:]`` of a stored 3-D experts tensor, named ``name[expert]``."""
+    nbytes = info.shape[1] * info.shape[2] * info.itemsize
+    return replace(info, name=f"{info.name}[{expert}]", shape=tuple(info.shape[1:]),
+                   offset=info.offset + expert * nbytes, nbytes=nbytes)
+
+
+class StoredView:
+    """One stored fine-tuned tensor read through a view (``as_vectors``, ``expert_slice``):
+    a ``FineTunedSource`` for one target; reads go through the wrapped source's reader and are
+    counted there."""
 
     def __init__(self, source: FineTunedSource, info: TensorInfo):
         self.kind, self.config = source.kind, source.config
-        self.info = as_vectors(info)
+        self.info = info
         self._reader = source.reader
 
     @staticmethod

@@ -16,7 +16,8 @@ from pathlib import Path
 _ASSIGNED = re.compile(r"self\.(\w+)\s*=\s*Conv1D\(")
 _MODULE_DIR = re.compile(r"[a-z0-9_]+")
 # model_type values whose transformers module directory is not the model type itself.
-_SPECIAL_DIRS = {"openai-gpt": "openai"}
+_SPECIAL_DIRS = {"openai-gpt": "openai", "llama4_text": "llama4"}
+_RIGHT_OPERAND = re.compile(r"(?:bmm\([^\n]*,\s*|@\s*)self\.(\w+)")
 # Leaf names that Conv1D layers use: a checkpoint of unknown type with these cannot be oriented.
 CONV1D_STYLE = re.compile(r"(^|\.)(c_attn|q_attn|c_fc|c_proj)$")
 
@@ -30,9 +31,8 @@ def _models_dir() -> Path | None:
 
 
 @lru_cache(maxsize=256)
-def conv1d_attributes(model_type: str) -> frozenset[str] | None:
-    """Attribute names assigned a ``Conv1D`` in ``model_type``'s modeling file(s), empty if
-    none; None when transformers is not installed or does not know the model type."""
+def _modeling_source(model_type: str) -> str | None:
+    """The text of ``model_type``'s modeling file(s) in the installed transformers, or None."""
     models = _models_dir()
     module = _SPECIAL_DIRS.get(model_type, model_type.replace("-", "_"))
     if models is None or not _MODULE_DIR.fullmatch(module):
@@ -41,7 +41,18 @@ def conv1d_attributes(model_type: str) -> frozenset[str] | None:
     sources = sorted(directory.glob("modeling_*.py")) if directory.is_dir() else []
     if not sources:
         return None
-    found: set[str] = set()
-    for path in sources:
-        found.update(_ASSIGNED.findall(path.read_text(encoding="utf-8", errors="replace")))
-    return frozenset(found)
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in sources)
+
+
+def conv1d_attributes(model_type: str) -> frozenset[str] | None:
+    """Attribute names assigned a ``Conv1D`` in ``model_type``'s modeling file(s), empty if
+    none; None when transformers is not installed or does not know the model type."""
+    source = _modeling_source(model_type)
+    return None if source is None else frozenset(_ASSIGNED.findall(source))
+
+
+def right_operand_attributes(model_type: str) -> frozenset[str] | None:
+    """Parameters the forward multiplies from the right (``x @ self.W[e]``, ``bmm(x, self.W)``):
+    stored (in, out) per expert, like Llama 4's and gpt-oss' experts; None as above."""
+    source = _modeling_source(model_type)
+    return None if source is None else frozenset(_RIGHT_OPERAND.findall(source))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import InputError
-from .conv1d import CONV1D_STYLE, conv1d_attributes
+from .conv1d import CONV1D_STYLE, conv1d_attributes, right_operand_attributes
 
 # Components that hold the numbered blocks: "model.layers.3.", "h.3.", "encoder.layer.3.", T5's
 # "block.3.", ViT/CLIP "blocks.3.", a UNet's "attentions.1."; any "*_blocks"/"*_layers" too.
@@ -74,6 +74,21 @@ def is_transposed(model_type: str | None, module_path: str) -> bool:
         return module_path.rsplit(".", 1)[-1] in derived
     pattern = TRANSPOSED_MODULES.get(model_type or "")
     return bool(pattern and pattern.search(module_path))
+
+
+# Stored 3-D experts ``(E, in, out)`` used as ``x @ W[e]`` (the transformers 5 standard is
+# ``(E, out, in)`` with F.linear): the families known without transformers installed.
+TRANSPOSED_EXPERTS = frozenset({"llama4", "llama4_text", "gpt_oss"})
+# Experts whose fused gate_up output interleaves [gate_0, up_0, gate_1, ...] (gpt-oss), not [gate, up].
+INTERLEAVED_GATE_UP = frozenset({"gpt_oss"})
+
+
+def experts_transposed(model_type: str | None, module_path: str) -> bool:
+    """True when a stored 3-D experts tensor at ``module_path`` is ``(E, in, out)``."""
+    derived = right_operand_attributes(model_type) if model_type else None
+    if derived is not None:
+        return module_path.rsplit(".", 1)[-1] in derived
+    return (model_type or "") in TRANSPOSED_EXPERTS
 
 
 def orientation_notes(config: dict, names: list[str]) -> list[str]:
@@ -184,20 +199,20 @@ FUSED: tuple[FusedSpec, ...] = (
 FUSED_LEAVES = frozenset({spec.leaf for spec in FUSED} | {"qkv", "W_pack", "in_proj", "c_attn"})
 
 
-def fused_groups(model_type: str | None, module_path: str, config: dict, rows: int, stacked: int = 1
+def fused_groups(model_type: str | None, module_path: str, config: dict, rows: int, expert: bool = False
                  ) -> list[tuple[str, slice | list[int]]] | None:
     """Row groups ``[(name, rows)]`` of a fused weight with ``rows`` output rows, or None for a
     weight that is not fused.
 
-    ``stacked`` > 1: a stored 3-D experts tensor ``(E, rows/E, in)`` viewed as ``rows`` rows;
-    each group then takes its rows from every expert (transformers 5 ``experts.gate_up_proj``
-    is ``[gate, up]`` per expert). Row sets are slices when contiguous, index lists otherwise.
+    ``expert``: one expert's slice of a stored 3-D experts tensor; transformers 5's
+    ``experts.gate_up_proj`` is ``[gate, up]`` (``chunk(2)``), gpt-oss interleaves them. Row
+    sets are slices when contiguous, index lists otherwise.
     Raises ``InputError`` for a fused leaf whose layout for ``model_type`` is not known, or
     whose config does not give sizes that add up to ``rows``.
     """
     leaf = module_path.rsplit(".", 1)[-1]
-    if stacked > 1:
-        return _per_expert(leaf, module_path, rows, stacked)
+    if expert:
+        return _expert_gate_up(model_type, leaf, module_path, rows)
     if leaf not in FUSED_LEAVES:
         return None
     spec = next((s for s in FUSED if s.leaf == leaf and (model_type or "") in s.model_types), None)
@@ -216,13 +231,15 @@ def fused_groups(model_type: str | None, module_path: str, config: dict, rows: i
     return _group_rows(segments)
 
 
-def _per_expert(leaf: str, module_path: str, rows: int, experts: int) -> list[tuple[str, slice | list[int]]] | None:
+def _expert_gate_up(model_type: str | None, leaf: str, module_path: str, rows: int
+                    ) -> list[tuple[str, slice | list[int]]] | None:
     if leaf != "gate_up_proj":
         return None
-    per = rows // experts
-    if per * experts != rows or per % 2:
-        raise InputError(f"--split-fused: {module_path} has {rows} rows, not [gate, up] for each of {experts} experts")
-    return _group_rows([seg for _ in range(experts) for seg in [("gate", per // 2), ("up", per // 2)]])
+    if rows % 2:
+        raise InputError(f"--split-fused: {module_path} has {rows} output rows per expert, not [gate, up]")
+    if (model_type or "") in INTERLEAVED_GATE_UP:
+        return _group_rows([seg for _ in range(rows // 2) for seg in [("gate", 1), ("up", 1)]])
+    return _group_rows([("gate", rows // 2), ("up", rows // 2)])
 
 
 def _group_rows(segments: list[tuple[str, int]]) -> list[tuple[str, slice | list[int]]]:

@@ -36,7 +36,7 @@ def print_verdict(v: dict) -> None:
     echo(f"  note: {v['note']}")
 
 
-def _trials(analysis, base: str, steps, seeds: int, data, quiet: bool) -> dict[str, dict]:
+def _trials(analysis, base: str, steps, seeds: int, data, device: str, quiet: bool) -> dict[str, dict]:
     """A matched LoRA-vs-DoRA trial for every LoRA-family run of ``analysis``."""
     from ..io.method import LORA_FAMILY
     from ..train.trial import run_trial
@@ -44,7 +44,7 @@ def _trials(analysis, base: str, steps, seeds: int, data, quiet: bool) -> dict[s
     out = {}
     for run in analysis.meta["runs"]:
         if run["method"] in LORA_FAMILY:
-            out[run["label"]] = run_trial(base, run["path"], steps=steps, seeds=seeds, data=data,
+            out[run["label"]] = run_trial(base, run["path"], steps=steps, seeds=seeds, data=data, device=device,
                                           progress=_trial_progress(run["label"], quiet))
     return out
 
@@ -104,7 +104,7 @@ def check_cmd(base, runs, out, json_, min_r, significance, min_units, trial, tri
     print_warnings(analysis, quiet)
     if trial:
         analysis.verdicts = verdict(analysis, **thresholds,
-                                    trials=_trials(analysis, base, trial_steps, trial_seeds, data, quiet))
+                                    trials=_trials(analysis, base, trial_steps, trial_seeds, data, device, quiet))
     if json_:
         analysis.to_json(json_)
     if out:
