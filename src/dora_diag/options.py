@@ -25,6 +25,5 @@ CHECK_ALPHA = 0.05       # significance level of its layer-permutation p (and 1 
 CHECK_MIN_UNITS = 6      # fewer independent layers is too little data (the paper's analysis used six)
 CHECK_TRIAL_SEEDS = 2
 
-# The matched trial (check --trial): runs of at most this many steps unless asked, this many seeds.
+# The matched trial (check --trial): runs of at most this many steps unless asked.
 TRIAL_STEPS = 100
-TRIAL_SEEDS = 2

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..io.checkpoint import read_json
 from ..io.peft_config import read_adapter_config
 from ..io.runs import CHECKPOINT_DIR
-from ..options import TRIAL_SEEDS, TRIAL_STEPS
+from ..options import CHECK_TRIAL_SEEDS, TRIAL_STEPS
 from .config import WARMUP_FRACTION, TrainConfig
 from .trainer import TrainProgress, final_eval, read_metrics, train
 
@@ -47,7 +47,7 @@ class RunSettings:
         self.values[name], self.sources[name] = value, source
 
 
-def run_trial(base: str | Path, run: str | Path, *, steps: int | None = None, seeds: int = TRIAL_SEEDS,
+def run_trial(base: str | Path, run: str | Path, *, steps: int | None = None, seeds: int = CHECK_TRIAL_SEEDS,
               data: str | Path | None = None, progress=None, device: str = "auto") -> dict:
     """Train matched LoRA and DoRA runs from ``base`` with ``run``'s settings; JSON-ready result
     (see verdict-api: settings, runs, difference, summary).
