@@ -23,6 +23,8 @@ CASES = {
     "lora": {},
     "dora_output_axis": {"dora_wd": True, "wd_on_output": True},
     "dora_input_axis": {"dora_wd": True, "wd_on_output": False},
+    "tucker": {"use_tucker": True},
+    "tucker_dora": {"use_tucker": True, "dora_wd": True},
 }
 
 
@@ -42,7 +44,9 @@ def test_rows_equal_lycoris_merge(tmp_path, name):
     base, merged = load_file(case.base), load_file(case.merged)
     source = open_source(str(case.adapter), open_checkpoint(case.base))
     assert isinstance(source, LycorisSource)
-    assert source.kind == ("lora" if name == "lora" else "dora")
+    assert source.kind == ("dora" if "dora" in name else "lora")
+    if name.startswith("tucker"):
+        assert sum(k.endswith(".lora_mid.weight") for k in read_header(str(case.adapter))[0]) == 2
     produced = sorted(source.infos())
     changed = sorted(k for k in base if not torch.equal(base[k], merged[k]))
     skipped = sorted(s["tensor"] for s in source.skipped)
@@ -69,7 +73,7 @@ def test_input_axis_dora_on_a_kernel_is_skipped_with_the_reason(tmp_path):
     assert all("input-axis DoRA on a convolution kernel" in r for r in reasons.values())
 
 
-@pytest.mark.parametrize("name", ["lora", "dora_output_axis", "dora_input_axis"])
+@pytest.mark.parametrize("name", ["lora", "dora_output_axis", "dora_input_axis", "tucker_dora"])
 def test_compare_matches_the_merged_model(tmp_path, name):
     case = make_case(tmp_path, **CASES[name])
     ours = dora_diag.compare(case.base, case.adapter).table.sort_values("tensor").reset_index(drop=True)

@@ -10,14 +10,16 @@ the stored column). The axis is read per module from that shape.
 
 The effective weight is then the same ``W0 + L@R`` (optionally rescaled) as a PEFT adapter's, so
 the PEFT source computes it; this module maps the keys and supplies each module's scale and
-magnitude axis. Other LyCORIS algorithms, LoCon's Tucker ``lora_mid`` and input-axis DoRA on
-convolution kernels (one norm over (out, kh, kw) per input channel, not a stored column) are
-listed as skipped with the reason, never approximated.
+magnitude axis, and folds LoCon's Tucker core ``lora_mid`` into the right factor. Other LyCORIS
+algorithms and input-axis DoRA on convolution kernels (one norm over (out, kh, kw) per input
+channel, not a stored column) are listed as skipped with the reason, never approximated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import torch
 
 from ..errors import InputError
 from .checkpoint import Checkpoint
@@ -85,13 +87,21 @@ def _unsupported(m: _Module, base: Checkpoint) -> str | None:
         return f"unrecognized LyCORIS tensors ({', '.join(unknown)})"
     if not {"A", "B"} <= {ROLES[p] for p in m.parts}:
         return f"incomplete LoRA factors ({', '.join(sorted(m.parts))})"
-    if "lora_mid.weight" in m.parts:
-        return "LoCon with a Tucker core (lora_mid) is not supported yet"
     scale = m.parts.get("dora_scale")
     w0 = base.tensors.get(f"{m.base_path}.weight")
+    if "lora_mid.weight" in m.parts and not _tucker_fits(m, w0):
+        return "a Tucker core (lora_mid) whose shapes do not fit the base kernel"
     if scale is not None and w0 is not None and _magnitude_axis(scale) == "in" and w0.row_elements != w0.shape[1]:
         return "input-axis DoRA on a convolution kernel (norm per input channel over (out, kh, kw)) is not supported"
     return None
+
+
+def _tucker_fits(m: _Module, w0: TensorInfo | None) -> bool:
+    """down (r, in, 1, 1), mid (r, r, kh, kw), up (out, r, 1, 1) against a kernel (out, in, kh, kw)."""
+    down, mid, up = (m.parts[f"lora_{p}.weight"].shape for p in ("down", "mid", "up"))
+    r = down[0]
+    return (w0 is not None and len(w0.shape) == len(mid) >= 3 and tuple(mid[:2]) == (r, r)
+            and tuple(mid[2:]) == tuple(w0.shape[2:]) and down[1] == w0.shape[1] and up[0] == w0.shape[0])
 
 
 def _magnitude_axis(dora_scale: TensorInfo) -> str:
@@ -119,6 +129,7 @@ class LycorisSource(AdapterSource):
     def __init__(self, where: str, base: Checkpoint, modules: list[_Module],
                  scales: dict[str, tuple[int, float]], skipped: list[dict]):
         self._input_magnitudes: dict[str, TensorInfo] = {}
+        self._tucker = {m.base_path: m.parts["lora_mid.weight"] for m in modules if "lora_mid.weight" in m.parts}
         peft_modules: dict[str, AdapterModule] = {}
         for m in modules:
             path = m.base_path
@@ -137,8 +148,19 @@ class LycorisSource(AdapterSource):
         self.skipped = skipped
         self.magnitude_axes = sorted(({"out"} if output_axis else set()) | ({"in"} if self._input_magnitudes else set()))
 
+    def _orientation(self, m: AdapterModule, A: TensorInfo, B: TensorInfo, base: TensorInfo) -> tuple[bool, tuple]:
+        """A Tucker module's factors are 1x1 kernels around its core; ``_tucker_fits`` checked them."""
+        return (False, tuple(base.shape)) if m.path in self._tucker else super()._orientation(m, A, B, base)
+
     def _load(self, e: _Entry) -> LowRankDelta:
+        """L = s·up (out, r); R = down (r, in), or for a Tucker core
+        R[m, (j, h, w)] = Σ_n mid[m, n, h, w]·down[n, j] (LyCORIS ``tucker_weight_from_conv``)."""
         delta = super()._load(e)
+        core = self._tucker.get(e.module.path)
+        if core is not None:
+            mid = self.reader.read_all(core).float()
+            R = torch.einsum("mn...,nj->mj...", mid, delta.R).reshape(mid.shape[0], -1)
+            delta = LowRankDelta(delta.L, R, delta.magnitude, delta.magnitude_axis)
         info = self._input_magnitudes.get(e.module.path)
         if info is None:
             return delta
