@@ -75,3 +75,21 @@ def test_analysis_stats_views():
     assert a.stats("layer")["n"].tolist() == [2] * 5
     with pytest.raises(ValueError, match="by must be"):
         a.stats("tensor")
+
+
+def test_statistics_are_computed_once_per_analysis(monkeypatch):
+    """JSON, HTML report and notebook calls share one computation of the fits."""
+    from dora_diag.analysis import analysis as analysis_module
+
+    calls = []
+    real = analysis_module.module_stats
+    monkeypatch.setattr(analysis_module, "module_stats", lambda *a: calls.append(1) or real(*a))
+    table = _table({"q_proj": [(1e-6 * i, 2e-3 * i + 1e-4 * (i % 2)) for i in range(1, 8)],
+                    "v_proj": [(2e-6 * i, 1e-3 * i - 1e-4 * (i % 3)) for i in range(1, 8)]})
+    a = Analysis(table, {"runs": [{"label": "FT", "method": "ft", "path": "ft",
+                                   "checkpoints": [{"name": "c", "step": 1, "path": "ft", "kind": "full"}]}]})
+    a.to_json()
+    a.to_html()
+    a.stats("module"), a.stats("run")
+    a.figure("scatter", module="q_proj")
+    assert len(calls) == 1
