@@ -170,3 +170,11 @@ def test_diffusers_fuse_of_a_pipeline_is_ok_and_a_dropped_component_is_not(tmp_p
     result = dora_diag.verify(case.base, case.merged, case.lora)
     dropped = {r["tensor"].split(".")[0] for r in result.records if r["status"] == "unchanged"}
     assert dropped == {"text_encoder"} and len(result.problems) == 4   # q and v of 2 layers
+
+
+def test_non_finite_values_are_a_mismatch_not_a_nan(lora, tmp_path):
+    merged = load_file(lora.merged)
+    merged[LINEAR][0, 0] = float("nan")
+    result = dora_diag.verify(lora.base, _broken(lora, tmp_path, **{LINEAR: merged[LINEAR]}), lora.adapter)
+    record = _status(result, LINEAR)
+    assert record["status"] == "mismatch" and "NaN" in record["detail"] and record["rel_deviation"] is None

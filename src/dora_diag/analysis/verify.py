@@ -121,6 +121,8 @@ def _check(name: str, base: TensorInfo, merged: TensorInfo | None, adapted: bool
     if merged.shape != base.shape:
         return {**_shape_mismatch(name, base, merged, source, inputs), "adapted": adapted}
     a = _agreement(name, base, merged, source, inputs, lambda s, t: inputs.reader.read_rows(merged, s, t))
+    if not a.finite:
+        return _record(name, "mismatch", "NaN or Inf values (in the merged or the base tensor)", adapted=adapted)
     if inputs.source is None:
         return _record(name, "unchanged" if a.ok else "changed")
     if not adapted:

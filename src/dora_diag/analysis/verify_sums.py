@@ -66,6 +66,11 @@ class Agreement:
     rtol: float
 
     @property
+    def finite(self) -> bool:
+        s = self.sums
+        return all(math.isfinite(x) for x in (s.err2, s.change2, s.moved2, s.expected2, s.dot))
+
+    @property
     def change(self) -> float:
         return math.sqrt(self.sums.change2)
 
