@@ -45,7 +45,7 @@ def synthetic_analysis(layers: int = 4, modules=MODULES[:2], steps=(100, 200, 30
             "skipped": [{"tensor": XSS if xss else "model.norm.weight", "reason": "1-D"}],
             "unmatched": [{"run": runs[0], "checkpoint": "final", "tensor": "extra." + (XSS if xss else "x"),
                            "side": "finetuned"}]}
-    a = Analysis(build_table(rows), meta)
+    a = Analysis(build_table(rows, {r["label"]: r["method"] for r in meta_runs}), meta)
     if verdicts:
         from dora_diag.analysis.verdict import verdict
         a.verdicts = verdict(a)

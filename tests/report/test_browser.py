@@ -48,6 +48,88 @@ def test_report_draws_offline_with_no_console_errors(browser, tmp_path):
     assert XSS in s["svg_text"]   # and literally inside the figures (titles, axis ticks)
 
 
+# Per drawn figure: its title, the boxes of every text block that must not overlap another
+# (figure and panel titles, axis titles, legend, colour bar, buttons), axis ranges, and facts
+# read from plotly's full layout and data.
+LAYOUT_JS = """JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => {
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const parts = Array.from(p.querySelectorAll(
+    '.infolayer > .g-gtitle, .infolayer > [class^="g-x"], .infolayer > [class^="g-y"], .infolayer .legend,'
+    + '.infolayer .colorbar, .infolayer .annotation, .menulayer .updatemenu-container'))
+    .filter(e => e.getBoundingClientRect().width > 0 && e.textContent.trim() !== '')
+    .map(e => ({cls: e.getAttribute('class'), text: e.textContent.slice(0, 60), box: box(e)}));
+  const L = p._fullLayout;
+  const axes = Object.keys(L).filter(k => /^[xy]axis\\d*$/.test(k)).sort();
+  const bar = p.querySelector('.legend .scrollbar');
+  return {title: L.title.text, parts, width: p.getBoundingClientRect().width,
+          legend_scrolls: !!bar && bar.getBoundingClientRect().height > 0,
+          ranges: Object.fromEntries(axes.map(k => [k, L[k].range])),
+          heat: p._fullData.filter(t => t.type === 'heatmap').map(t => [t.zmin, t.zmax]),
+          svg: Array.from(p.querySelectorAll('svg text')).map(t => t.textContent)};
+}))"""
+
+
+def _overlaps(fig: dict) -> list[tuple[str, str]]:
+    out, parts = [], fig["parts"]
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            (l1, t1, r1, b1), (l2, t2, r2, b2) = a["box"], b["box"]
+            if min(r1, r2) - max(l1, l2) > 1 and min(b1, b2) - max(t1, t2) > 1:
+                out.append((a["text"], b["text"]))
+    return out
+
+
+def _report(tmp_path, **kwargs):
+    a = synthetic_analysis(**kwargs)
+    a.meta["runs"][-1]["log"] += [{"step": 300, "eval_loss": 0.5, "eval_accuracy": 0.75}]
+    path = tmp_path / "report.html"
+    a.to_html(path)
+    return a, path
+
+
+@pytest.mark.parametrize("width", [1400, 900])
+def test_figures_are_legible(tmp_path, width):
+    """What a reader sees: per-panel axes, layer and step without hovering, equal heatmap scales,
+    loss and accuracy on their own axes, runs and modules in order, and no text on top of text."""
+    runs = ("LoRA", "FT", "DoRA")
+    _, path = _report(tmp_path, runs=runs, modules=("down_proj", "q_proj", "v_proj"), layers=6)
+    with Browser(find_chromium() or _install_chromium() or pytest.skip("no chromium"), width=width) as b:
+        page = b.open(path, probe=LAYOUT_JS)
+    assert page.errors == [] and page.status["drawn"] == page.status["figures"] == len(page.probe)
+    figs = page.probe
+    for fig in figs:
+        assert _overlaps(fig) == [] and not fig["legend_scrolls"], fig["title"]
+        assert fig["width"] <= width
+    scatters = [f for f in figs if "Figure 2" in f["title"]]
+    assert [f["title"].split(":")[0] for f in scatters] == ["q_proj", "v_proj", "down_proj"]   # model order
+    for f in scatters:
+        assert len({tuple(f["ranges"][k]) for k in ("xaxis", "xaxis2", "xaxis3")}) == 3   # own axes per panel
+        panel_titles = [p["text"] for p in f["parts"] if p["cls"] == "annotation"]
+        assert [t.split(":")[0] for t in panel_titles] == list(runs)   # runs in the order given
+        svg = " ".join(f["svg"])
+        assert "colour:layer" in svg.replace(" ", "") and "size: step 100" in svg and "OLS fit" in svg
+    heat = [f["heat"][0] for f in figs if f["heat"]]
+    assert len(heat) == 6 and len({tuple(h) for h in heat[:3]}) == 1 and len({tuple(h) for h in heat[3:]}) == 1
+    training = next(f for f in figs if f["title"] == "Training log")
+    assert "yaxis2" in training["ranges"] and training["ranges"]["yaxis2"] == [0, 1.02]
+
+
+def test_section_link_lands_on_its_heading(browser, tmp_path):
+    _, path = _report(tmp_path, runs=("FT", "LoRA", "DoRA"))
+    probe = """JSON.stringify({top: document.getElementById(location.hash.slice(1)).getBoundingClientRect().top,
+                               nav: document.querySelector('nav.toc').getBoundingClientRect().bottom,
+                               scrolled: window.scrollY})"""
+    page = browser.open(path, fragment=_heading_id(path, "Trajectories"), probe=probe)
+    got = page.probe
+    assert got["scrolled"] > 1000 and got["nav"] <= got["top"] <= got["nav"] + 40, got
+
+
+def _heading_id(path, title: str) -> str:
+    import re
+
+    return re.search(rf'<h2 id="(s\d+)">{title}', path.read_text(encoding="utf-8")).group(1)
+
+
 def test_browser_check_can_fail(browser, tmp_path):
     """The harness sees console errors and dialogs: an injected script would not go unnoticed."""
     path = tmp_path / "bad.html"

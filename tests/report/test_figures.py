@@ -6,13 +6,19 @@ import pandas as pd
 import pytest
 
 from dora_diag.report.figures import FIGURES, make_figure, module_types
+from dora_diag.report.format import fmt_p, stat
+from dora_diag.report.trajectory import final_evals
 
-from .conftest import XSS, synthetic_analysis
+from .conftest import MODULES, XSS, synthetic_analysis
+
+
+def _points(fig):
+    return [t for t in fig.data if t.mode == "markers" and not str(t.legendgroup or "").startswith("size-")]
 
 
 def test_scatter_is_figure_2_with_runs_side_by_side(small_analysis):
     fig = small_analysis.figure("scatter", module="q_proj")
-    points = [t for t in fig.data if t.mode == "markers"]
+    points = _points(fig)
     assert [t.name for t in points] == ["FT", "LoRA"]
     table = small_analysis.table
     for t in points:
@@ -20,8 +26,51 @@ def test_scatter_is_figure_2_with_runs_side_by_side(small_analysis):
         assert len(t.x) == len(rows) == 4 * 3   # one point per layer per checkpoint
         assert sorted(t.x) == sorted(rows["delta_d"])
         assert sorted(t.y) == sorted(rows["delta_m"])
-        assert sorted(set(t.marker.color)) == [100, 200, 300]   # colour = step
-    assert fig.layout.xaxis2.matches == "x" and fig.layout.yaxis2.matches == "y"   # shared axes
+        assert sorted(set(t.marker.color)) == [0, 1, 2, 3]   # colour = layer
+        assert len(set(np.round(t.marker.size, 6))) == 3   # size = step: one size per checkpoint
+        by_step = dict(zip(rows.sort_values(["layer", "step"])["delta_d"], rows.sort_values(["layer", "step"])["step"]))
+        size_of = dict(zip(t.x, t.marker.size))
+        assert size_of[min(by_step, key=lambda x: (by_step[x], x))] < size_of[max(by_step, key=lambda x: (by_step[x], x))]
+    assert fig.layout.coloraxis.colorbar.title.text.endswith("layer")
+    assert fig.layout.xaxis2.matches is None and fig.layout.yaxis2.matches is None   # each panel its own axes
+    shared = small_analysis.figure("scatter", module="q_proj", shared_axes=True)
+    assert shared.layout.xaxis2.matches == "x" and shared.layout.yaxis2.matches == "y"
+
+
+def test_scatter_colour_by_step_and_toggle_buttons(small_analysis):
+    fig = small_analysis.figure("scatter", color="step")
+    assert all(sorted(set(t.marker.color)) == [100, 200, 300] for t in _points(fig))
+    assert fig.layout.coloraxis.colorbar.title.text.endswith("step")
+    layer, step = fig.layout.updatemenus[0].buttons
+    assert layer.label == "colour = layer" and step.label == "colour = step"
+    first = [i for i, t in enumerate(fig.data) if t.mode == "markers"][0]
+    colours = dict(zip(layer.args[2], layer.args[0]["marker.color"]))
+    assert sorted(set(colours[first])) == [0, 1, 2, 3]
+    assert list(dict(zip(step.args[2], step.args[0]["marker.color"]))[first]) == list(fig.data[first].marker.color)
+    assert layer.args[1]["coloraxis.colorbar"]["title"]["text"].endswith("layer")
+
+
+def test_scatter_legend_has_fit_line_and_size_key(small_analysis):
+    fig = small_analysis.figure("scatter")
+    shown = [t.name for t in fig.data if t.showlegend is not False and t.visible is not False]
+    assert shown[0].startswith("OLS fit") and shown.count(shown[0]) == 1
+    assert shown[1:] == ["size: step 100", "200", "300"]
+
+
+def test_scatter_ticks_are_readable():
+    a = synthetic_analysis()
+    fig = a.figure("scatter")
+    assert fig.layout.xaxis.exponentformat == "power"   # ΔD ~ 1e-4: 2×10⁻⁴, not 0.0002 or 2.00e-4
+    assert fig.layout.yaxis.tickformat == "~g" and fig.layout.yaxis.exponentformat == "none"   # ΔM ~ 0.3: 0.3
+    assert fig.layout.annotations[0].font.size >= 14   # panel titles at body-text size
+
+
+def test_tick_style_by_range():
+    from dora_diag.report.common import tick_style
+
+    assert tick_style([0.05, 0.8])["tickformat"] == "~g"
+    assert tick_style([1e-9, 2e-6])["exponentformat"] == "power"
+    assert tick_style([np.nan, 0.0])["exponentformat"] == "none"
 
 
 def test_scatter_title_and_ols_line_match_stats(small_analysis):
@@ -29,10 +78,10 @@ def test_scatter_title_and_ols_line_match_stats(small_analysis):
     s = small_analysis.stats("module").set_index(["run", "module"]).loc[("LoRA", "k_proj")]
     title = fig.layout.annotations[0].text
     assert f"r = {s['pearson_r']:+.2f}" in title and f"n = {int(s['n'])}" in title
-    assert f"[{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]" in title
+    assert f"[{stat(s, 'ci_low'):+.2f}, {stat(s, 'ci_high'):+.2f}]" in title
+    assert f"p = {fmt_p(stat(s, 'p'))}" in title
     line = next(t for t in fig.data if t.mode == "lines")
     np.testing.assert_allclose(line.y, s["intercept"] + s["slope"] * np.asarray(line.x))
-    assert fig.layout.xaxis.tickformat.endswith("e")   # ΔD of 1e-6 must not read 0
 
 
 def test_scatter_excludes_non_layer_and_nonfinite_tensors():
@@ -64,8 +113,9 @@ def test_steps_missing_colour_by_checkpoint_order():
     a = synthetic_analysis()
     a.table["step"] = pd.array([pd.NA] * len(a.table), dtype="Int64")
     fig = a.figure("scatter")
-    assert sorted(set(fig.data[0].marker.color)) == [0, 1, 2]
-    assert fig.layout.coloraxis.colorbar.title.text == "checkpoint #"
+    assert sorted(set(fig.data[0].marker.color)) == [0, 1, 2, 3]   # layers
+    assert a.figure("scatter", color="step").layout.coloraxis.colorbar.title.text.endswith("checkpoint #")
+    assert sorted(set(a.figure("scatter", color="step").data[0].marker.color)) == [0, 1, 2]
 
 
 def test_undefined_fit_reads_na_and_draws_no_line():
@@ -87,10 +137,39 @@ def test_profile_heatmap_trajectory_values(small_analysis):
     assert z.shape == (2, 4) and list(heat.data[0].y) == ["q_proj", "k_proj"]
     assert z[1, 3] == at100[(at100["module"] == "k_proj") & (at100["layer"] == 3)]["delta_m"].item()
     traj = small_analysis.figure("trajectory")
-    tr = next(x for x in traj.data if x.name == "FT · q_proj" and x.xaxis == "x2")
+    tr = next(x for x in traj.data if x.name == "q_proj" and x.xaxis == "x2")   # row 1 = FT, right = ΔD
     ft = t[(t["run"] == "FT") & (t["module"] == "q_proj")]
     assert list(tr.x) == [100, 200, 300]
     assert math.isclose(tr.y[0], ft[ft["step"] == 100]["delta_d"].mean())
+
+
+def test_trajectory_is_small_multiples_with_one_short_legend():
+    a = synthetic_analysis(modules=MODULES, runs=("FT", "LoRA", "DoRA"))
+    fig = a.figure("trajectory")
+    titles = [x.text for x in fig.layout.annotations]
+    assert titles[::2] == ["FT: mean ΔM over layers", "LoRA: mean ΔM over layers", "DoRA: mean ΔM over layers"]
+    assert [t.name for t in fig.data if t.showlegend] == list(MODULES)   # 7 entries, not 21 x 2
+    styles = {(t.name, t.line.dash, t.marker.symbol) for t in fig.data}
+    assert len(styles) == len(MODULES)   # a module keeps one style in every panel, each module its own
+
+
+def test_heatmaps_share_one_colour_scale_across_runs():
+    a = synthetic_analysis(runs=("FT", "LoRA", "DoRA"))
+    for metric in ("delta_d", "delta_m"):
+        heats = [a.figure("heatmap", metric=metric, run=r).data[0] for r in ("FT", "LoRA", "DoRA")]
+        assert len({(h.zmin, h.zmax) for h in heats}) == 1
+        values = a.table[a.table["layer"].notna()][metric]
+        assert heats[0].zmin == values.min() and heats[0].zmax == values.max()
+    own = [a.figure("heatmap", run=r, scale="run").data[0] for r in ("FT", "LoRA")]
+    assert own[0].zmax == np.nanmax(own[0].z) and own[0].zmax != own[1].zmax
+    assert "the same in every run" in a.figure("heatmap").layout.title.text
+
+
+def test_profile_legend_does_not_scroll_and_lines_differ():
+    a = synthetic_analysis(modules=MODULES)
+    fig = a.figure("profile")
+    assert fig.layout.legend.orientation == "h"
+    assert len({(t.line.dash, t.marker.symbol, t.line.color) for t in fig.data}) == len(MODULES)
 
 
 def test_training_curves_and_missing_log():
@@ -99,8 +178,12 @@ def test_training_curves_and_missing_log():
     assert {t.name for t in fig.data} == {"FT · loss", "LoRA · loss"}
     a.meta["runs"][0]["log"] += [{"step": 300, "eval_loss": 1.0, "eval_accuracy": 0.5, "eval_runtime": 12.0,
                                    "eval_samples_per_second": 80.0, "epoch": 1.0}]
-    assert {t.name for t in a.figure("training").data} == {"FT · loss", "FT · eval_loss", "FT · eval_accuracy",
-                                                            "LoRA · loss"}
+    fig = a.figure("training")
+    assert {t.name for t in fig.data} == {"FT · loss", "FT · eval_loss", "FT · eval_accuracy", "LoRA · loss"}
+    axis = {t.name: t.yaxis for t in fig.data}
+    assert axis["FT · loss"] == axis["FT · eval_loss"] == "y" and axis["FT · eval_accuracy"] == "y2"
+    assert fig.layout.yaxis.title.text == "loss" and list(fig.layout.yaxis2.range) == [0, 1.02]
+    assert final_evals(a) == [{"run": "FT", "eval_loss": (300, 1.0), "eval_accuracy": (300, 0.5)}]
     with pytest.raises(ValueError, match="no run has a training log"):
         synthetic_analysis(logs=False).figure("training")
 
@@ -125,6 +208,6 @@ def test_every_kind_is_documented():
 def test_partly_missing_steps_colour_every_point_by_checkpoint_order():
     a = synthetic_analysis()
     a.table.loc[a.table["checkpoint"] == "final", "step"] = pd.NA   # e.g. a root checkpoint without trainer_state
-    fig = a.figure("scatter")
+    fig = a.figure("scatter", color="step")
     assert sorted(set(fig.data[0].marker.color)) == [0, 1, 2]
     assert list(a.figure("trajectory").data[0].x) == [0, 1, 2]

@@ -40,13 +40,13 @@ def parse(page: str) -> _Collect:
 
 def test_report_sections_and_figures(small_analysis):
     page = render_report(small_analysis)
-    for heading in ("Correlation of ΔM and ΔD per run", "How to read this", "Figure 2", "Per-layer profiles",
+    for heading in ("Coupling of ΔM and ΔD per run", "How to read this", "Figure 2", "Per-layer profiles",
                     "Heatmaps", "Trajectories", "Training log", "Most-changed tensors", "Skipped tensors",
                     "Unmatched tensors"):
         assert heading in page
     parsed = parse(page)
     data = [s for a, s in parsed.scripts if a.get("type") == "application/json"]
-    divs = re.findall(r'<div class="figure" data-fig="([^"]+)">', page)
+    divs = re.findall(r'<div class="figure" data-fig="([^"]+)"', page)
     # 2 scatters + 2 profiles + 4 heatmaps + trajectory + training
     assert len(data) == len(divs) == 10
     assert all(json.loads(s)["data"] for s in data)
@@ -68,7 +68,7 @@ def test_full_plotly_bundle_when_plotly_py_has_another_major(small_analysis, mon
 def test_verdict_cards_when_present():
     page = render_report(synthetic_analysis(verdicts=True))
     assert "Will DoRA help?" in page and 'class="card ' in page
-    assert "Correlation of ΔM and ΔD per run" not in page
+    assert "Coupling of ΔM and ΔD per run" not in page
 
 
 def test_checkpoint_strings_are_escaped_everywhere(xss_analysis):
@@ -150,3 +150,62 @@ def test_compare_cli_writes_the_report(make_pair, tmp_path):
     assert "model.layers.3.self_attn.v_proj.weight" in page   # most-changed table from real checkpoints
     assert len(re.findall(r'data-fig="fig-\d+"', page)) == 2 + 1 + 2 + 1   # q/v scatters, profile, heatmaps, trajectory
     assert str(b) in page and [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")] == []
+
+
+def _table_after(page: str, heading: str) -> list[list[str]]:
+    section = page.split(heading, 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", section)[1:]]
+
+
+def test_runs_in_given_order_modules_in_model_order_no_float_noise():
+    a = synthetic_analysis(runs=("LoRA", "FT"), modules=("k_proj", "down_proj", "q_proj"))
+    page = render_report(a)
+    rows = _table_after(page, "Fits per run and module type")
+    assert [(r[0], r[1]) for r in rows] == [(run, m) for run in ("LoRA", "FT")
+                                            for m in ("q_proj", "k_proj", "down_proj", "(pooled)")]
+    stats = a.stats("module")
+    pooled = stats[stats["module"] == "(pooled)"]["intercept"]
+    assert pooled.abs().max() < 1e-12 and [r[-1] for r in rows if r[1] == "(pooled)"] == ["0", "0"]
+    assert all(r[-1] != "0" for r in rows if r[1] != "(pooled)")   # real intercepts stay
+    figures = [json.loads(s) for a, s in parse(page).scripts if a.get("type") == "application/json"]
+    titles = [f["layout"]["title"]["text"].split(":")[0] for f in figures if "Figure 2" in f["layout"]["title"]["text"]]
+    assert titles == ["q_proj", "k_proj", "down_proj"]
+
+
+def test_final_eval_numbers_in_text():
+    a = synthetic_analysis()
+    a.meta["runs"][1]["log"] += [{"step": 300, "eval_loss": 0.4321, "eval_accuracy": 0.875}]
+    text = "".join(parse(render_report(a)).text)
+    assert "Final evaluation" in text and "0.875 (step 300)" in text and "0.4321 (step 300)" in text
+
+
+def test_temporary_input_paths_are_not_shown():
+    a = synthetic_analysis()
+    a.meta["temporary_inputs"] = True
+    page = render_report(a)
+    assert "runs/FT" not in page.split("<nav")[0] and "a temporary directory, deleted after the run" in page
+
+
+def test_figure_placeholders_keep_their_height(small_analysis):
+    page = render_report(small_analysis)
+    heights = re.findall(r'data-fig="fig-\d+" style="height: (\d+)px"', page)
+    assert len(heights) == 10 and all(int(h) >= 250 for h in heights)
+
+
+def test_summary_shows_the_verdicts():
+    a = synthetic_analysis(verdicts=True)
+    html = render_summary(a)
+    from dora_diag.report.sections import esc
+
+    assert "Will DoRA help?" in html and all(esc(v["headline"]) in html for v in a.verdicts)
+
+
+def test_compare_cli_says_where_the_report_went_and_refuses_pdf(make_pair, tmp_path, capsys):
+    from cli_helpers import assert_one_line_error, call
+
+    b, f, _, _ = make_pair(layers=2)
+    code, out, _ = call(capsys, "compare", str(b), f"FT={f}", "--out", str(tmp_path / "r.html"))
+    assert code == 0 and f"report written to {tmp_path / 'r.html'}" in out
+    code, _, err = call(capsys, "compare", str(b), f"FT={f}", "--out", str(tmp_path / "r.pdf"))
+    assert_one_line_error(code, err, "--out: the report is HTML: name it .html")
+    assert not (tmp_path / "r.pdf").exists()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import click
 
+from ..errors import InputError
 from ..options import AXES, DEFAULT_BLOCK_BYTES, DEVICES
 from ..outputs.paths import check_outputs
 from .main import cli
@@ -52,8 +53,10 @@ def _print_summary(analysis) -> None:
 @click.option("--allow-partial", is_flag=True, help="Compare an adapter's tensors found in BASE even when some are not.")
 @click.option("--block-mb", type=FiniteRange(min=0, max=MAX_BLOCK_MB, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
               show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
+@click.option("--figures", type=click.Path(file_okay=False),
+              help="Write every report figure into this directory as PNG and SVG (needs kaleido and Chromium).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, allow_partial, block_mb, quiet):
+def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, allow_partial, block_mb, figures, quiet):
     """Compare FINETUNED checkpoints (or run directories, or PEFT adapters) with BASE.
 
     BASE is a model directory (model.safetensors or shards with an index) or a .safetensors
@@ -63,6 +66,13 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, all
 
     opts = CompareOptions(base, finetuned, out, csv, json_, axis, device, split_fused, quiet, block_mb)
     check_outputs({"--out": out, "--csv": csv, "--json": json_}, [base, *finetuned])
+    if out and not out.lower().endswith((".html", ".htm")):
+        raise InputError("--out: the report is HTML: name it .html (for a PDF print it from a browser; "
+                         "--figures DIR writes PNG/SVG figures)")
+    if figures:
+        from ..report.export import check_renderer
+
+        check_renderer()   # before the comparison, not after it
     analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
                            split_fused=opts.split_fused, block_bytes=max(1, int(opts.block_mb * 2**20)),
                            progress=BarProgress("comparing", not opts.quiet), allow_partial=allow_partial)
@@ -73,5 +83,13 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, all
         analysis.to_json(opts.json)
     if opts.out:
         analysis.to_html(opts.out)
+        if not opts.quiet:
+            echo(f"report written to {opts.out}")
+    if figures:
+        from ..report.export import export_report_figures
+
+        written = export_report_figures(analysis, figures)
+        if not opts.quiet:
+            echo(f"{len(written)} figure files written to {figures}")
     if not opts.quiet:
         _print_summary(analysis)

@@ -60,6 +60,7 @@ class PageResult:
     dialogs: list[str] = field(default_factory=list)  # alert/confirm/prompt messages
     load_s: float = 0.0                               # navigation start -> all figures drawn
     screenshot: bytes | None = None
+    probe: object = None                              # what ``open(probe=...)`` returned, from JSON
 
 
 class _Pipe:
@@ -167,9 +168,10 @@ class Browser:
                 self._events.append(msg)
 
     def open(self, path: str | os.PathLike, timeout: float = 60, screenshot: bool = False,
-             screenshot_height: int = 16000) -> PageResult:
-        """Load ``path``, wait until its figures are drawn (or ``timeout``); optionally a PNG of
-        the page's top ``screenshot_height`` pixels."""
+             screenshot_height: int = 16000, fragment: str | None = None, probe: str | None = None) -> PageResult:
+        """Load ``path`` (at ``#fragment``), wait until its figures are drawn (or ``timeout``);
+        optionally evaluate ``probe``, a JavaScript expression returning a JSON string, and take a
+        PNG of the page's top ``screenshot_height`` pixels."""
         target = self._call("Target.createTarget", url="about:blank")["targetId"]
         session = self._call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
@@ -178,9 +180,11 @@ class Browser:
         self._call("Emulation.setDeviceMetricsOverride", session, width=w, height=h, deviceScaleFactor=1, mobile=False)
         self._events.clear()
         started = time.monotonic()
-        self._call("Page.navigate", session, url=Path(path).resolve().as_uri())
+        url = Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
+        self._call("Page.navigate", session, url=url)
         status = self._wait_drawn(session, started + timeout)
         load_s = time.monotonic() - started
+        probed = self._evaluate(session, probe) if probe else None
         shot = None
         if screenshot:
             self._call("Emulation.setDeviceMetricsOverride", session, width=w, height=min(int(status["height"]), screenshot_height),
@@ -190,14 +194,17 @@ class Browser:
         self._drain()
         errors, dialogs = _problems(self._events, session)
         self._call("Target.closeTarget", targetId=target)
-        return PageResult(status, errors, dialogs, load_s, shot)
+        return PageResult(status, errors, dialogs, load_s, shot, probed)
+
+    def _evaluate(self, session: str, expression: str):
+        res = self._call("Runtime.evaluate", session, expression=expression, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"page script failed: {res['exceptionDetails']}")
+        return json.loads(res["result"]["value"])
 
     def _wait_drawn(self, session: str, deadline: float) -> dict:
         while True:
-            res = self._call("Runtime.evaluate", session, expression=STATUS_JS, returnByValue=True)
-            if "exceptionDetails" in res:
-                raise RuntimeError(f"status script failed: {res['exceptionDetails']}")
-            status = json.loads(res["result"]["value"])
+            status = self._evaluate(session, STATUS_JS)
             if status.get("rendered") or status.get("error") or time.monotonic() > deadline:
                 return status
             time.sleep(0.05)

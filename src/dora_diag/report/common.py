@@ -11,9 +11,11 @@ import plotly.graph_objects as go
 
 METRICS = {"delta_d": "ΔD (mean 1 − cos)", "delta_m": "ΔM (mean |Δ‖w‖|)"}
 SHORT = {"delta_d": "ΔD", "delta_m": "ΔM"}
-SCI = ".2e"   # ΔD is often 1e-6: plain ticks would read 0, 0, 0
 COLORSCALE = "Viridis"
 HEIGHT = 380
+FONT = 14          # the page's body text size, for every figure text
+LEGEND_ROW = 28    # px per row of a horizontal legend
+HOVER_NUMBER = ".3~g"
 
 
 def txt(value) -> str:
@@ -62,7 +64,16 @@ def checkpoints(analysis, run: str) -> list[str]:
 
 
 def run_labels(analysis) -> list[str]:
+    """Runs in the order they were given (on the command line or to ``compare``)."""
     return analysis.runs or list(dict.fromkeys(analysis.table["run"]))
+
+
+def in_report_order(analysis, stats: pd.DataFrame) -> pd.DataFrame:
+    """``stats`` rows by run as given, then module type in model order, "(pooled)" last per run."""
+    runs = {r: i for i, r in enumerate(run_labels(analysis))}
+    modules = {m: i for i, m in enumerate(module_types(analysis))}
+    key = [(runs.get(r, len(runs)), modules.get(m, len(modules)), m) for r, m in zip(stats["run"], stats["module"])]
+    return stats.iloc[sorted(range(len(stats)), key=key.__getitem__)].reset_index(drop=True)
 
 
 def with_order(analysis, table: pd.DataFrame) -> pd.DataFrame:
@@ -82,11 +93,28 @@ def pick_run_ckpt(analysis, run, checkpoint) -> tuple[str, str]:
     return run, choose(checkpoint, checkpoints(analysis, run)[::-1], "checkpoint")
 
 
-def sci_axes(fig: go.Figure, x: bool = True, y: bool = True) -> None:
-    if x:
-        fig.update_xaxes(tickformat=SCI, exponentformat="e")
-    if y:
-        fig.update_yaxes(tickformat=SCI, exponentformat="e")
+def tick_style(values) -> dict:
+    """Axis tick settings for ``values``: plain decimals (0.05, 0.1) from 1e-3 up, powers of ten
+    (2×10⁻⁶) below, where plain ticks would read 0.000002 (ΔD of a short fine-tune is often 1e-6)."""
+    v = np.abs(np.asarray(values, dtype=float))
+    v = v[np.isfinite(v)]
+    top = float(v.max()) if v.size else 0.0
+    if top == 0 or 1e-3 <= top < 1e5:
+        return {"tickformat": "~g", "exponentformat": "none"}
+    return {"tickformat": "", "exponentformat": "power", "showexponent": "all"}
+
+
+def base_layout(fig: go.Figure, title: str, height: int, top: int = 90, legend_rows: int = 0) -> None:
+    """Title, size and fonts every report figure shares: text at body size, the title pinned to the
+    top and a horizontal legend of ``legend_rows`` rows pinned to the bottom of the figure, with
+    margins that keep both clear of the panels' titles and axis titles (no scrolling legends)."""
+    fig.update_layout(title={"text": title, "x": 0.01, "y": 1, "yref": "container", "yanchor": "top",
+                             "pad": {"t": 12}, "font": {"size": FONT + 3}},
+                      height=height, template="plotly_white", font={"size": FONT - 1},
+                      margin={"t": top, "b": 60 + LEGEND_ROW * legend_rows},
+                      legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yref": "container",
+                              "yanchor": "bottom", "traceorder": "normal"})
+    fig.update_annotations(font_size=FONT)
 
 
 def layer_dtick(rows: pd.DataFrame) -> int:
@@ -99,6 +127,24 @@ def palette(i: int) -> str:
               "#7f7f7f", "#bcbd22", "#17becf")
     return colors[i % len(colors)]
 
+
+def delta_m_scales(analysis) -> dict[tuple[str, str], float]:
+    """(run, module) -> mean |ΔM| of its fit points: the size of the values a fit's intercept comes
+    from ("(pooled)" fits run on z-scores and keep the default scale 1)."""
+
+    pts = analysis.points
+    return {k: float(v) for k, v in pts["delta_m"].abs().groupby([pts["run"], pts["module"]]).mean().items()}
+
+
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "triangle-down", "cross", "star", "pentagon",
+           "hexagon")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def line_style(i: int) -> dict:
+    """Colour, dash and marker symbol of the i-th line: lines on top of each other stay distinguishable."""
+    return {"line": {"color": palette(i), "dash": DASHES[i % len(DASHES)], "width": 2},
+            "marker": {"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 7, "color": palette(i)}}
 
 
 def training_logs(analysis) -> dict[str, pd.DataFrame]:

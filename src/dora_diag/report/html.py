@@ -46,41 +46,55 @@ class _Figures:
         self.blocks: list[str] = []
 
     def add(self, fig) -> str:
+        """The placeholder keeps the figure's height before it is drawn, so that a #section link
+        lands on its heading instead of being pushed down as the figures above it appear."""
         fid = f"fig-{len(self.blocks)}"
         self.blocks.append(f'<script type="application/json" id="{fid}">{script_json(fig)}</script>')
-        return f'<div class="figure" data-fig="{fid}"></div>'
+        return f'<div class="figure" data-fig="{fid}" style="height: {int(fig.layout.height or 450)}px"></div>'
 
 
 def render_report(analysis) -> str:
     figs = _Figures()
     meta = analysis.meta
-    stats = analysis.stats("module")
+    stats = F.in_report_order(analysis, analysis.stats("module"))
     runs = F.run_labels(analysis)
     body = [S.header(meta, dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
     if analysis.verdicts is not None:
         body += ["<h2>Will DoRA help?</h2>", V.verdict_cards(analysis.verdicts)]
     else:
-        body += ["<h2>Correlation of ΔM and ΔD per run</h2>", S.correlation_cards(stats)]
+        body += ["<h2>Coupling of ΔM and ΔD per run</h2>", V.coupling_cards(stats)]
     body += ["<h2>How to read this</h2>", S.HOW_TO_READ]
-    body += ["<h2>Figure 2: magnitude against direction change</h2>",
-             '<p class="muted">One panel per run, shared axes; red line: OLS fit; hover a point for the tensor.</p>']
-    modules = F.module_types(analysis)
-    body += [figs.add(F.scatter(analysis, module=m)) for m in modules] or ['<p class="muted">no layer tensors</p>']
-    body += ["<h3>Fits per run and module type</h3>", S.stats_table(stats)]
-    if modules:
-        body.append("<h2>Per-layer profiles (last checkpoint)</h2>")
-        body += [figs.add(F.profile(analysis, run=r)) for r in runs]
-        body.append("<h2>Heatmaps: layer × module (last checkpoint)</h2>")
-        body += [figs.add(F.heatmap(analysis, metric=m, run=r)) for r in runs for m in ("delta_d", "delta_m")]
-        body += ["<h2>Trajectories across checkpoints</h2>", figs.add(F.trajectory(analysis))]
-    if F.training_logs(analysis):
-        body += ["<h2>Training log</h2>", figs.add(F.training(analysis))]
+    body += _figure_sections(F.report_figures(analysis), figs, S.stats_table(stats, F.delta_m_scales(analysis)),
+                             F.final_evals(analysis))
     body += _tables(analysis, runs)
     body.insert(1, _nav(body))
     return Template(_asset("report.html")).substitute(
         generator=S.esc(f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
         title=S.esc(f"dora-diag report: {', '.join(runs)}"), css=_asset("report.css"), body="\n".join(body),
         plotly=plotly_js(), figure_data="\n".join(figs.blocks), render_js=_asset("render.js"))
+
+
+FIGURE_2_NOTE = ('<p class="muted">One panel per run, each with its own axes (read values across panels by '
+                 "their ticks; <code>shared_axes=True</code> puts them on one scale); colour = layer, marker size = "
+                 "step (the buttons swap them); red line: OLS fit of ΔM on ΔD; hover a point for the tensor.</p>")
+
+
+def _figure_sections(figures: dict, figs: _Figures, stats_table: str, evals: list[dict]) -> list[str]:
+    def add(kind: str) -> list[str]:
+        return [figs.add(fig) for _, fig in figures.get(kind, [])]
+
+    body = ["<h2>Figure 2: magnitude against direction change</h2>", FIGURE_2_NOTE,
+            *(add("scatter") or ['<p class="muted">no layer tensors</p>']),
+            "<h3>Fits per run and module type</h3>", stats_table]
+    if "profile" in figures:
+        body += ["<h2>Per-layer profiles (last checkpoint)</h2>", *add("profile"),
+                 "<h2>Heatmaps: layer × module (last checkpoint)</h2>",
+                 '<p class="muted">One colour scale per metric, the same for every run and checkpoint: '
+                 "equal colours are equal values.</p>", *add("heatmap"),
+                 "<h2>Trajectories across checkpoints</h2>", *add("trajectory")]
+    if "training" in figures:
+        body += ["<h2>Training log</h2>", S.eval_table(evals), *add("training")]
+    return body
 
 
 def _nav(parts: list[str]) -> str:
@@ -111,11 +125,21 @@ def _tables(analysis, runs: list[str]) -> list[str]:
 
 
 def render_summary(analysis) -> str:
-    """Compact HTML for Jupyter: inputs and the per-run, per-module correlations (no plotly.js)."""
+    """Compact HTML for Jupyter: inputs, each verdict's headline (after ``check``) and the per-run,
+    per-module correlations (no plotly.js)."""
     meta = analysis.meta
     runs = ", ".join(f"{r.get('label')} ({len(r.get('checkpoints', []))} checkpoints)" for r in meta.get("runs", []))
+    stats = F.in_report_order(analysis, analysis.stats("module"))
     return (f'<div class="dora-diag-summary"><p><strong>dora-diag analysis</strong>: base {S.esc(meta.get("base"))}; '
             f"runs {S.esc(runs)}; axis {S.esc(meta.get('axis'))}; "
-            f"{S.esc(meta.get('tensors_compared'))} tensors compared.</p>{S.stats_table(analysis.stats('module'))}"
+            f"{S.esc(meta.get('tensors_compared'))} tensors compared.</p>{_verdict_lines(analysis.verdicts)}"
+            f"{S.stats_table(stats, F.delta_m_scales(analysis))}"
             f"<p><code>.figure(kind, ...)</code> kinds: {S.esc(', '.join(sorted(F.FIGURES)))}; "
             f"<code>.to_html(path)</code> writes the full report.</p></div>")
+
+
+def _verdict_lines(verdicts: list[dict] | None) -> str:
+    if not verdicts:
+        return ""
+    items = "".join(f"<li><strong>{S.esc(v.get('run'))}</strong>: {S.esc(v.get('headline'))}</li>" for v in verdicts)
+    return f"<p><strong>Will DoRA help?</strong></p><ul>{items}</ul>"

@@ -7,10 +7,9 @@ import html
 
 import pandas as pd
 
-from .format import ci_text, fmt, fmt_p, missing
+from .format import ci_text, fmt, fmt_p, fmt_scaled, missing, stat
 
 MAX_ROWS = 200
-DECISIONS = {"dora_likely_helps": "DoRA likely helps", "marginal": "marginal gain", "inconclusive": "inconclusive"}
 
 
 def esc(value) -> str:
@@ -26,24 +25,30 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset(),
                          for i, v in enumerate(r)) + "</tr>" for r in rows)
     more = "" if total is None or total <= len(rows) else (
         f'<p class="muted">… and {total - len(rows)} more (all of them are in the --json/--csv outputs).</p>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{more}'
+
+
+TEMPORARY = "(a temporary directory, deleted after the run)"
 
 
 def header(meta: dict, generated: str) -> str:
-    items = [("base", meta.get("base")), ("tool", f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
+    """Inputs and run details. Paths are shown unless ``meta["temporary_inputs"]`` says they were
+    temporary (the demo's): a path that no longer exists would only mislead."""
+    path = (lambda p: TEMPORARY) if meta.get("temporary_inputs") else (lambda p: p)
+    items = [("base", path(meta.get("base"))), ("tool", f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
              ("generated", generated), ("axis", _axis(meta.get("axis"))), ("device", meta.get("device")),
              ("elapsed", fmt(meta.get("elapsed_s"), ".1f") + ("" if missing(meta.get("elapsed_s")) else " s")),
              ("read", _bytes(meta.get("bytes_read"))), ("tensors compared", meta.get("tensors_compared")),
              ("fused q/k/v split", "yes" if meta.get("split_fused") else "no")]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
-    runs = [[r.get("label"), r.get("path"), len(r.get("checkpoints", [])),
+    runs = [[r.get("label"), r.get("method", "unknown"), path(r.get("path")), len(r.get("checkpoints", [])),
              ", ".join(_ckpt_label(c) for c in r.get("checkpoints", [])),
              ", ".join(sorted({str(c.get("kind", "?")) for c in r.get("checkpoints", [])}))]
             for r in meta.get("runs", [])]
     return (f"<header><h1>Weight decomposition analysis</h1>"
             f'<p class="lead">How fine-tuning changed each weight matrix in magnitude (ΔM) and direction (ΔD), '
             f"as in the DoRA paper (Liu et al., ICML 2024), Figure 2.</p><dl class=\"meta\">{dl}</dl>"
-            f"<h3>Runs</h3>{table(['label', 'path', 'checkpoints', 'steps', 'kind'], runs, numeric={2}, names={1})}"
+            f"<h3>Runs</h3>{table(['label', 'method', 'path', 'checkpoints', 'steps', 'kind'], runs, numeric={3}, names={2})}"
             f"</header>")
 
 
@@ -71,49 +76,33 @@ def _bytes(n) -> str:
     return f"{n:.1f} {unit}"
 
 
-def _stat_line(s) -> str:
-    return (f"r = {fmt(s['pearson_r'], '+.2f')}{ci_text(s)}, p = {fmt_p(s['p_value'])}, n = {int(s['n'])}, "
-            f"slope = {fmt(s['slope'], '.3g')}, Spearman ρ = {fmt(s['spearman_rho'], '+.2f')}")
+def stats_table(stats: pd.DataFrame, scales: dict | None = None) -> str:
+    """The fits, one row per run × module type. ``scales``: (run, module) -> typical |ΔM| there,
+    the size below which an intercept is rounding noise (pooled rows are z-scores: scale 1)."""
+    scales = scales or {}
+    rows = [[s["run"], s["module"], int(s["n"]), _int(s.get("units")), fmt(s["pearson_r"], "+.3f"),
+             ci_text(s).strip() or "n/a", fmt_p(stat(s, "p")), fmt(s["spearman_rho"], "+.3f"), fmt(s["slope"], ".3g"),
+             fmt_scaled(s["intercept"], scales.get((s["run"], s["module"]), 1.0))] for _, s in stats.iterrows()]
+    return table(["run", "module", "n", "layers", "Pearson r", "95% CI", "p", "Spearman ρ", "slope", "intercept"],
+                 rows, numeric={2, 3, 4, 5, 6, 7, 8, 9})
 
 
-def verdict_cards(verdicts: list[dict]) -> str:
-    cards = []
-    for v in verdicts:
-        d = str(v.get("decision", "inconclusive"))
-        modules = [[m.get("module"), m.get("n"), fmt(m.get("pearson_r"), "+.2f"), fmt_p(m.get("p_value")),
-                    ci_text(m).strip() or "n/a", fmt(m.get("slope"), ".3g")] for m in v.get("modules", [])]
-        thresholds = ", ".join(f"{k} = {t}" for k, t in (v.get("thresholds") or {}).items())
-        pooled = v.get("pooled") or {}
-        cards.append(
-            f'<div class="card {esc(d)}"><h3>{esc(v.get("run"))} <span class="muted">({esc(v.get("kind"))} run)</span>'
-            f'<span class="badge {esc(d)}">{esc(DECISIONS.get(d, d))}</span></h3>'
-            f"<p><strong>{esc(v.get('headline'))}</strong></p><p>{esc(v.get('reason'))}</p>"
-            + (f"<p>Pooled fit: {esc(_stat_line(pooled))}</p>" if pooled else "")
-            + f'<p class="muted">{esc(v.get("note"))} Thresholds: {esc(thresholds)}.</p>'
-            f"<details><summary>per module type</summary>"
-            f"{table(['module', 'n', 'r', 'p', '95% CI', 'slope'], modules, numeric={1, 2, 3, 4, 5})}</details></div>")
-    return f'<div class="cards">{"".join(cards)}</div>'
+def _int(x) -> str:
+    return "n/a" if missing(x) else str(int(x))
 
 
-def correlation_cards(stats: pd.DataFrame) -> str:
-    cards = []
-    for run, g in stats.groupby("run", sort=False):
-        pooled = g[g["module"] == "(pooled)"]
-        line = _stat_line(pooled.iloc[0]) if len(pooled) else "no points"
-        r = pooled.iloc[0]["pearson_r"] if len(pooled) else float("nan")
-        sign = ("n/a" if missing(r) else "positive: magnitude and direction change together (LoRA-like)" if r > 0
-                else "negative: magnitude and direction move apart (full fine-tuning / DoRA-like)")
-        cards.append(f'<div class="card"><h3>{esc(run)}</h3><p>Pooled over module types: {esc(line)}</p>'
-                     f"<p>Sign: {esc(sign)}.</p></div>")
-    return f'<div class="cards">{"".join(cards)}</div>'
+def eval_table(evals: list[dict]) -> str:
+    """The runs' final eval metrics (``trajectory.final_evals``): one row per run, one column per metric."""
+    metrics = list(dict.fromkeys(k for e in evals for k in e if k != "run"))
+    if not metrics:
+        return ""
+    rows = [[e["run"], *(_eval_cell(e.get(m)) for m in metrics)] for e in evals]
+    return ("<p>Final evaluation (the last logged value of each metric, at its step):</p>"
+            + table(["run", *(m.removeprefix("eval_") for m in metrics)], rows, numeric=set(range(1, len(metrics) + 1))))
 
 
-def stats_table(stats: pd.DataFrame) -> str:
-    rows = [[s["run"], s["module"], int(s["n"]), fmt(s["pearson_r"], "+.3f"), fmt_p(s["p_value"]),
-             ci_text(s).strip() or "n/a", fmt(s["spearman_rho"], "+.3f"), fmt(s["slope"], ".3g"),
-             fmt(s["intercept"], ".3g")] for _, s in stats.iterrows()]
-    return table(["run", "module", "n", "Pearson r", "p", "95% CI", "Spearman ρ", "slope", "intercept"], rows,
-                 numeric={2, 3, 4, 5, 6, 7, 8})
+def _eval_cell(value) -> str:
+    return "n/a" if value is None else f"{fmt(value[1], '.4g')} (step {value[0]})"
 
 
 TENSOR_HEADERS = ["run", "checkpoint", "tensor", "layer", "module", "ΔD", "ΔM", "rel ΔM", "zero rows", "flags"]
@@ -147,15 +136,19 @@ one column (axis "in"). Against the base checkpoint W₀:</p>
 <ul>
 <li><strong>ΔM</strong> = mean over channels of |‖w‖ − ‖w₀‖| — how much the channel norms moved;
 <strong>rel ΔM</strong> divides each by ‖w₀‖.</li>
-<li><strong>ΔD</strong> = mean over channels of 1 − cos(w, w₀) — how much the channels turned; fine-tuning
-gives tiny values (1e-9 … 1e-3), hence the scientific axes.</li>
+<li><strong>ΔD</strong> = mean over channels of 1 − cos(w, w₀) — how much the channels turned, from 0
+(no turn) up to 2; small fine-tunes give values far below 1, down to 1e-9, and long or high-learning-rate
+ones reach 0.1–1: each axis is labelled in plain decimals, or in powers of ten below 0.001.</li>
 </ul>
-<p><strong>Figure 2</strong> plots, per module type, one point per layer and checkpoint (x = ΔD, y = ΔM)
-and fits ΔM on ΔD. The DoRA paper found a <em>negative</em> correlation for full fine-tuning (r = −0.62)
-and DoRA (r = −0.31) but a <em>positive</em> one for LoRA (r = +0.83): LoRA tends to change magnitude and
-direction together. A LoRA run with a clearly positive r is the case where DoRA is expected to help; this
-is a heuristic, so read it with n, p and the 95% confidence interval (Fisher z). The pooled fit
-z-scores ΔD and ΔM within each module type before pooling. Embeddings, the LM head (no layer index) and
+<p><strong>Figure 2</strong> plots, per module type, one point per layer and checkpoint (x = ΔD, y = ΔM;
+colour = layer, size = step) and fits ΔM on ΔD. The DoRA paper found a <em>negative</em> correlation for
+full fine-tuning (r = −0.62) and DoRA (r = −0.31) but a <em>positive</em> one for LoRA (r = +0.83): LoRA
+tends to change magnitude and direction together. A LoRA run with a clearly positive r is the case where
+DoRA is expected to help; this is a heuristic, so read it with n, p and the 95% confidence interval. The
+points of one layer at successive checkpoints are not independent, and both ΔD and ΔM grow with training
+and vary with depth, which alone makes r positive: the CI is a bootstrap over layers, p a permutation of
+layer labels, and the within-checkpoint r (each checkpoint's mean removed) shows what is left without
+the shared growth. The pooled fit z-scores ΔD and ΔM within each module type before pooling. Embeddings, the LM head (no layer index) and
 tensors with non-finite values are listed in the tables but left out of the fits.</p>
 </div>
 """
