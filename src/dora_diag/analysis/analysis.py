@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..outputs.atomic import write_atomic
 from ..outputs.tabular import dump_json, frame_records, table_csv
-from .stats import POOLED, layer_stats, module_stats
+from .stats import POOLED, fit_points, layer_stats, module_stats
 
 BY = ("module", "layer", "run")
 
@@ -52,6 +52,13 @@ class Analysis:
         if by == "run":
             out = out[out["module"] == POOLED].drop(columns="module").reset_index(drop=True)
         return out.copy()
+
+    @property
+    def points(self) -> pd.DataFrame:
+        """The rows of ``table`` that enter fits: tensors inside a layer with finite ΔD and ΔM."""
+        if "points" not in self._stats:
+            self._stats["points"] = fit_points(self.table)
+        return self._stats["points"]
 
     @property
     def methods(self) -> dict[str, str]:
