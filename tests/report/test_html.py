@@ -181,9 +181,10 @@ def test_final_eval_numbers_in_text():
 
 def test_temporary_input_paths_are_not_shown():
     a = synthetic_analysis()
-    a.meta["temporary_inputs"] = True
-    page = render_report(a)
-    assert "runs/FT" not in page.split("<nav")[0] and "a temporary directory, deleted after the run" in page
+    a.meta["temporary_dirs"] = ["runs"]
+    head = render_report(a).split("<nav")[0]
+    assert "runs/FT" not in head and head.count("a temporary directory, deleted after the run") == 2
+    assert "base/" in head   # outside the temporary directory: shown
 
 
 def test_figure_placeholders_keep_their_height(small_analysis):

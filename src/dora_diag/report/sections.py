@@ -4,6 +4,7 @@ and metadata come from checkpoints and are untrusted."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import pandas as pd
 
@@ -32,9 +33,13 @@ TEMPORARY = "(a temporary directory, deleted after the run)"
 
 
 def header(meta: dict, generated: str) -> str:
-    """Inputs and run details. Paths are shown unless ``meta["temporary_inputs"]`` says they were
-    temporary (the demo's): a path that no longer exists would only mislead."""
-    path = (lambda p: TEMPORARY) if meta.get("temporary_inputs") else (lambda p: p)
+    """Inputs and run details. Paths inside ``meta["temporary_dirs"]`` (the demo's runs, deleted
+    after it) read as such: a path that no longer exists would only mislead."""
+    temporary = [Path(d) for d in meta.get("temporary_dirs") or ()]
+
+    def path(p):
+        return TEMPORARY if p is not None and any(Path(p).is_relative_to(d) for d in temporary) else p
+
     items = [("base", path(meta.get("base"))), ("tool", f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
              ("generated", generated), ("axis", _axis(meta.get("axis"))), ("device", meta.get("device")),
              ("elapsed", fmt(meta.get("elapsed_s"), ".1f") + ("" if missing(meta.get("elapsed_s")) else " s")),

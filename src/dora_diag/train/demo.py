@@ -129,6 +129,8 @@ def demo_seed(cfg: DemoConfig, runs_dir: Path, seed: int, report: bool, progress
                        device="cpu", progress=compare_progress if report else None)
     if report:
         attach_verdicts(analysis)
+        if cfg.runs_dir is None:   # deleted after the demo: the report must not show its paths
+            analysis.meta["temporary_dirs"] = [str(runs_dir)]
         analysis.to_html(cfg.out)
     return configs, module_r(analysis)
 
