@@ -9,7 +9,6 @@ import click
 from ..options import (AXES, CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS, CHECK_TRIAL_SEEDS, DEFAULT_BLOCK_BYTES,
                        DEVICES)
 from ..outputs.paths import check_outputs
-from .main import cli
 from .messages import echo, print_warnings
 from .numbers import MAX_BLOCK_MB, FiniteRange
 from .progress import BarProgress
@@ -55,7 +54,7 @@ def _trial_progress(label: str, quiet: bool):
     return lambda method, seed, steps: TrainBar(f"trial {label}: {method} seed {seed}", steps, not quiet)
 
 
-@cli.command("check")
+@click.command("check")
 @click.argument("base", type=click.Path())
 @click.argument("runs", nargs=-1, required=True, metavar="[LABEL=]RUN...")
 @click.option("--out", type=click.Path(), help="Write the HTML report (with the verdict cards) here.")

@@ -9,7 +9,6 @@ import click
 from ..errors import InputError
 from ..options import AXES, DEFAULT_BLOCK_BYTES, DEVICES
 from ..outputs.paths import check_outputs
-from .main import cli
 from .messages import echo, print_warnings
 from .numbers import MAX_BLOCK_MB, FiniteRange
 from .progress import BarProgress
@@ -40,7 +39,7 @@ def _print_summary(analysis) -> None:
             echo(f"  {r['module']:<28} n={r['n']:<4} {coupling_text(r)}")
 
 
-@cli.command("compare")
+@click.command("compare")
 @click.argument("base", type=click.Path())
 @click.argument("finetuned", nargs=-1, required=True, metavar="[LABEL=]FINETUNED...")
 @click.option("--out", type=click.Path(), help="Write the HTML report here.")

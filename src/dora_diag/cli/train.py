@@ -10,7 +10,6 @@ import click
 
 from ..options import DEVICES, QUANTIZE, TRAIN_METHODS
 from ..train.config import DEFAULT_LR, SMALL_MODEL_PARAMS, WARMUP_FRACTION, TrainConfig
-from .main import cli
 
 # One source for the defaults: TrainConfig's fields (torch-free module, so --help stays fast).
 TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
@@ -61,7 +60,7 @@ def _eval_text(record: dict) -> str:
     return "  ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in record.items() if k.startswith("eval_"))
 
 
-@cli.command("train")
+@click.command("train")
 @click.option("--method", type=click.Choice(TRAIN_METHODS), default=_default("method"), show_default=True,
               help="ft = full fine-tuning; dora-magnitude-only = direction+magnitude on --targets, "
                    "magnitude only on --magnitude-only (the paper's reduced granularity).")

@@ -7,14 +7,13 @@ import sys
 import click
 
 from ..outputs.atomic import check_writable
-from .main import cli
 from .messages import echo
 
 # Exit code for "the check ran and found problems", distinct from bad input (2) and bugs (1).
 PROBLEMS_FOUND = 3
 
 
-@cli.command("verify")
+@click.command("verify")
 @click.argument("base", type=click.Path())
 @click.argument("merged", type=click.Path())
 @click.argument("adapter", type=click.Path(), required=False)
