@@ -35,3 +35,12 @@ def test_package_attributes_load_on_first_use():
 
     assert dora_diag.compare is compare
     assert callable(dora_diag.check) and dora_diag.Analysis.__name__ == "Analysis"
+
+
+def test_debug_is_accepted_after_the_subcommand(tmp_path, capsys):
+    from cli_helpers import call
+
+    code, _, err = call(capsys, "compare", str(tmp_path / "missing"), str(tmp_path / "x"), "--debug")
+    assert code == 2 and "Traceback" in err and "no such file or directory" in err.splitlines()[-1]
+    code, _, err = call(capsys, "compare", str(tmp_path / "missing"), str(tmp_path / "x"))
+    assert code == 2 and "Traceback" not in err

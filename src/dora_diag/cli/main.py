@@ -65,7 +65,8 @@ def _on_sigterm(handler):
 
 def main(argv: list[str] | None = None) -> None:
     _keep_freed_blocks_in_the_heap()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    argv = _debug_first(list(argv if argv is not None else sys.argv[1:]))
+    debug = argv[:1] == ["--debug"]
     previous = _on_sigterm(_raise_terminated)
     try:
         cli.main(args=argv, prog_name="dora-diag", standalone_mode=False)
@@ -109,8 +110,23 @@ def _internal(e: Exception, debug: bool) -> None:
     sys.exit(1)
 
 
-# Subcommands register themselves on ``cli`` when imported.
-from . import compare  # noqa: E402,F401
-from . import check  # noqa: E402,F401
-from . import train, demo  # noqa: E402,F401
-from . import verify  # noqa: E402,F401
+def _debug_first(argv: list[str]) -> list[str]:
+    """``--debug`` is the group's option; accept it after the subcommand too (before a ``--``)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:cut]:
+        return argv
+    return ["--debug"] + [a for a in argv[:cut] if a != "--debug"] + argv[cut:]
+
+
+def _register() -> None:
+    from .check import check_cmd
+    from .compare import compare_cmd
+    from .demo import demo_cmd
+    from .train import train_cmd
+    from .verify import verify_cmd
+
+    for command in (compare_cmd, check_cmd, verify_cmd, train_cmd, demo_cmd):
+        cli.add_command(command)
+
+
+_register()
