@@ -124,6 +124,19 @@ def test_section_link_lands_on_its_heading(browser, tmp_path):
     assert got["scrolled"] > 1000 and got["nav"] <= got["top"] <= got["nav"] + 40, got
 
 
+def test_colour_buttons_swap_layer_and_step(browser, tmp_path):
+    path = tmp_path / "report.html"
+    synthetic_analysis().to_html(path)
+    click = """(() => { const p = document.querySelector('.js-plotly-plot');
+      p.querySelectorAll('.updatemenu-button')[1].dispatchEvent(new MouseEvent('click', {bubbles: true}));
+      return JSON.stringify({color: Array.from(p.data[0].marker.color),
+                             bar: p._fullLayout.coloraxis.colorbar.title.text,
+                             legend: Array.from(p.querySelectorAll('.legend .traces')).map(t => t.textContent)}); })()"""
+    got = browser.open(path, probe=click).probe
+    assert sorted(set(got["color"])) == [100, 200, 300] and got["bar"].endswith("step")
+    assert got["legend"][1:] == ["size: layer 0", "1", "2", "3"]
+
+
 def _heading_id(path, title: str) -> str:
     import re
 
