@@ -65,6 +65,16 @@ FAMILIES = {
                            vocab_size=40, n_positions=8),
     "gpt_bigcode": lambda: _tf("GPTBigCodeForCausalLM", "GPTBigCodeConfig", n_embd=16, n_layer=2, n_head=2,
                                vocab_size=40, n_positions=8, multi_query=False),
+    "swin": lambda: _tf("SwinModel", "SwinConfig", image_size=16, patch_size=4, embed_dim=8, depths=[2, 1],
+                        num_heads=[2, 2], window_size=2),
+    "convnext": lambda: _tf("ConvNextModel", "ConvNextConfig", hidden_sizes=[8, 16], depths=[2, 1], num_stages=2),
+    "whisper": lambda: _tf("WhisperForConditionalGeneration", "WhisperConfig", d_model=16, encoder_layers=2,
+                           decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=24,
+                           decoder_ffn_dim=24, num_mel_bins=8, max_source_positions=8, max_target_positions=8,
+                           vocab_size=40, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=0),
+    "bart": lambda: _tf("BartForConditionalGeneration", "BartConfig", d_model=16, encoder_layers=2, decoder_layers=2,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24,
+                        vocab_size=40, max_position_embeddings=8),
     "unet": _unet,
 }
 

@@ -103,6 +103,8 @@ def _from_transformers(frozen: object) -> Callable[[str], str] | None:
     cls = getattr(transformers, arch, None)
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         return None
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()   # its config warnings are not the user's business here
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
@@ -111,6 +113,8 @@ def _from_transformers(frozen: object) -> Callable[[str], str] | None:
     # Outside code on an outside config: whatever fails, the table below still applies.
     except Exception:  # noqa: BLE001
         return None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
     if not renamings and not converters:
