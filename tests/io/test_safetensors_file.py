@@ -116,3 +116,54 @@ def test_read_ahead_windows_and_caller_buffers(tmp_path, monkeypatch):
     assert all(off == prev_off + prev_n for (prev_off, prev_n), (off, _) in zip(stream, stream[1:]))
     assert len(stream) <= 16 // 2 + 1                               # 16 reads of half a window
     assert jump == (16 * 1024, 32 * 1024)
+
+
+def _sparse(path, entries: dict, data_bytes: int, metadata=None):
+    header = dict(entries)
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + data_bytes)
+    return str(path)
+
+
+def _entry(dtype, shape, begin, item=4):
+    n = item
+    for s in shape:
+        n *= s
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, begin + n]}
+
+
+@pytest.mark.parametrize("shape,ok", [([1 << 21, 1], True), ([(1 << 21) + 1, 1], False), ([1, 1 << 20], True),
+                                      ([1, (1 << 20) + 1], False), ([2, 1024, 1025], False), ([1 << 24], True)])
+def test_measurable_shape_limits(tmp_path, shape, ok):
+    """Limits apply to float tensors of two or more dimensions (those that are streamed)."""
+    path = _sparse(tmp_path / "x.safetensors", {"w": _entry("F32", shape, 0)}, 4 * torch.Size(shape).numel())
+    if ok:
+        assert read_header(path)[0]["w"].shape == tuple(shape)
+    else:
+        with pytest.raises(InputError, match="dora-diag (streams rows of at most|measures at most)"):
+            read_header(path)
+    int_path = _sparse(tmp_path / "i.safetensors", {"w": _entry("I32", shape, 0)}, 4 * torch.Size(shape).numel())
+    assert read_header(int_path)[0]["w"].shape == tuple(shape)   # never streamed: no limit
+
+
+@pytest.mark.parametrize("metadata", [{"a": 1}, {"a": None}, {"a": ["x"]}, ["x"]])
+def test_metadata_must_map_strings_to_strings(tmp_path, metadata):
+    path = _sparse(tmp_path / "x.safetensors", {"w": _entry("F32", [1], 0)}, 4, metadata)
+    with pytest.raises(InputError, match="__metadata__ is not an object of strings"):
+        read_header(path)
+
+
+@pytest.mark.parametrize("bad", [[True, 2], [2, 2.0], [-1, 2]])
+def test_shapes_are_non_negative_integers_not_booleans(tmp_path, bad):
+    path = _sparse(tmp_path / "x.safetensors", {"w": {"dtype": "F32", "shape": bad, "data_offsets": [0, 16]}}, 16)
+    with pytest.raises(InputError, match="invalid shape"):
+        read_header(path)
+
+
+def test_zero_sized_tensors_may_share_an_offset(tmp_path):
+    entries = {"e1": _entry("F32", [0, 4], 0), "e2": _entry("F32", [0], 0), "w": _entry("F32", [2], 0)}
+    assert set(read_header(_sparse(tmp_path / "x.safetensors", entries, 8))[0]) == {"e1", "e2", "w"}

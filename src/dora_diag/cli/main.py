@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     previous = _on_sigterm(_raise_terminated)
     try:
         cli.main(args=argv, prog_name="dora-diag", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo(INTERRUPTED, err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as e:   # click turns KeyboardInterrupt (and so Terminated) into Abort
+        terminated = isinstance(e.__cause__, Terminated)
+        click.echo(TERMINATED if terminated else INTERRUPTED, err=True)
+        sys.exit(143 if terminated else 130)
     except click.ClickException as e:
         e.show()
         sys.exit(2)

@@ -2,13 +2,14 @@
 
 Python's ``json`` builds every value of a document at once (~100 bytes and more each), recurses
 once per nesting level and converts integers of any length, so a small hostile file can ask for
-gigabytes, a RecursionError or a minutes-long conversion. Everything here is decided before or
+gigabytes, a RecursionError or a slow conversion (and a 5000-digit literal is a ValueError). Everything here is decided before or
 while parsing, and every failure is an ``InputError`` naming the file and the limit.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -17,16 +18,18 @@ from ..errors import InputError
 MAX_JSON_BYTES = 32 << 20      # config.json, indexes, adapter configs, trainer_state.json
 MAX_JSON_VALUES = 1 << 20      # values (numbers, strings, containers) in one document
 MAX_JSON_DEPTH = 64            # nesting levels; real configs use fewer than 10
-MAX_NUMBER_DIGITS = 100        # digits of one integer literal
+MAX_NUMBER_DIGITS = 100        # digits of an integer literal kept exact
 
 
 class _Refused(Exception):
     """Raised from a parse hook; turned into an InputError naming the file."""
 
 
-def _parse_int(text: str) -> int:
+def _parse_int(text: str) -> int | float:
+    """An integer literal; one of more than ``MAX_NUMBER_DIGITS`` digits is ±inf, which every
+    check for a count or an index refuses by its field name (and outputs write as null)."""
     if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
-        raise _Refused(f"an integer of {len(text)} digits (limit {MAX_NUMBER_DIGITS})")
+        return -math.inf if text.startswith("-") else math.inf
     return int(text)
 
 

@@ -98,12 +98,12 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     if not isinstance(header, dict):
         raise _bad(path, "header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise _bad(path, "__metadata__ is not an object")
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise _bad(path, "__metadata__ is not an object of strings")
     tensors = {_unicode(path, name): _tensor_info(path, name, entry, data_start, size)
                for name, entry in header.items()}
     _check_layout(path, tensors, data_start, size)
-    return tensors, {_unicode(path, str(k)): _unicode(path, str(v)) for k, v in metadata.items()}
+    return tensors, {_unicode(path, k): _unicode(path, v) for k, v in metadata.items()}
 
 
 def _header_bytes(path: str) -> tuple[int, bytes]:

@@ -1,0 +1,27 @@
+"""PEFT pattern lookups: PEFT's own semantics, bounded in time."""
+
+from __future__ import annotations
+
+import pytest
+
+peft_other = pytest.importorskip("peft.utils.other")
+
+from dora_diag.errors import InputError  # noqa: E402
+from dora_diag.io.peft_config import pattern_value  # noqa: E402
+
+PATHS = ["model.layers.0.self_attn.q_proj", "model.layers.11.mlp.down_proj", "encoder.layer.3.attention.self.query",
+         "q_proj", "model.layers.1.self_attn.v_proj"]
+PATTERNS = [{"q_proj": 4}, {"layers.1.*": 2, "v_proj": 8}, {r"model\.layers\.\d+\.mlp\..*": 16},
+            {"query": 1, "self_attn.q_proj": 2}, {"layers.0.self_attn.q_proj": 3, "q_proj": 5}, {"v": 6}]
+
+
+@pytest.mark.parametrize("patterns", PATTERNS)
+@pytest.mark.parametrize("path", PATHS)
+def test_same_key_as_peft(patterns, path):
+    expected = patterns.get(peft_other.get_pattern_key(list(patterns), path), None)
+    assert pattern_value(patterns, path, None) == expected
+
+
+def test_catastrophic_backtracking_is_an_input_error_naming_the_key():
+    with pytest.raises(InputError, match=r"cfg.json: rank_pattern key '\(a\|aa\)\+\$' takes over 0.25 s to match"):
+        pattern_value({"(a|aa)+$": 4}, "a" * 60 + "b", 8, "cfg.json: rank_pattern key")
