@@ -50,9 +50,11 @@ def run_method(run_path: str, checkpoint_methods: list[str]) -> tuple[str, str]:
             doc = json.loads(config.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             doc = None
-        method = doc.get("method") if isinstance(doc, dict) else None
+        # dora-diag train writes {"config": {...}, ...}; accept the flat form too.
+        cfg = doc.get("config", doc) if isinstance(doc, dict) else None
+        method = cfg.get("method") if isinstance(cfg, dict) else None
         if method in METHODS and method != "unknown":
-            return _with_rslora(method, doc.get("use_rslora")), TRAIN_CONFIG
+            return _with_rslora(method, cfg.get("use_rslora")), TRAIN_CONFIG
     seen = set(checkpoint_methods)
     if len(seen) == 1:
         method = seen.pop()
