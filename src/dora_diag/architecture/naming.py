@@ -170,15 +170,20 @@ def _module_types(paths: set[str]) -> dict[str, str]:
 
 
 def _shortest_unique_suffixes(paths: list[str]) -> dict[str, str]:
-    """Distinct paths get distinct suffixes; a suffix never starts at an index (``layer.1.x``, not ``1.x``)."""
+    """Distinct paths get distinct suffixes; a suffix never starts at an index (``layer.1.x``,
+    not ``1.x``). Linear in the total length: a checkpoint may have 10^5 distinct paths."""
+    holders: dict[str, int] = {}
+    for path in paths:
+        parts = path.split(".")
+        for k in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-k:])
+            holders[suffix] = holders.get(suffix, 0) + 1
     result = {}
     for path in paths:
         parts = path.split(".")
         for k in range(1, len(parts) + 1):
             suffix = ".".join(parts[-k:])
-            if parts[-k].isdigit():
-                continue
-            if sum(1 for other in paths if other == suffix or other.endswith("." + suffix)) == 1:
+            if not parts[-k].isdigit() and holders[suffix] == 1:
                 break
         result[path] = suffix
     return result
