@@ -19,7 +19,7 @@ INDEX_NAME = "model.safetensors.index.json"
 MODEL_INDEX = "model_index.json"   # a diffusers pipeline: one folder per component
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"
-# quantization_config methods that store plain fp8 weights, which are upcast and compared.
+# quantization_config methods that store plain fp8 weights: dequantized with their scales (io/fp8.py) and compared.
 FP8_METHODS = ("fp8", "fbgemm_fp8")
 # Tensor-name suffixes of packed quantized layouts, for checkpoints saved without a config.json.
 PACKED_SUFFIXES = ((".qweight", "GPTQ/AWQ"), (".weight.absmax", "bitsandbytes 4-bit"),

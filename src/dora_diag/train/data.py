@@ -23,7 +23,6 @@ BUILTIN_VOCAB = 2 + NUM_SYMBOLS
 BUILTIN_LENGTH = 8
 IGNORE = -100
 TASKS = ("A", "B")
-KINDS = ("causal-lm", "classification")
 
 
 @dataclass
