@@ -80,3 +80,15 @@ def test_kohya_file_on_a_pipeline_matches_lycoris_merge(tmp_path, kwargs):
     case = make_kohya_case(tmp_path, **kwargs)
     a = _assert_same_changes(case.base, case.lora, case.merged)
     assert not a.meta["skipped"] or all("run" not in s for s in a.meta["skipped"])
+
+
+@pytest.mark.parametrize("metadata, message", [("{not json", "not valid JSON"), ("[1]", "not a JSON object"),
+                                               ('{"unet.r": 0, "unet.peft_type": "LORA"}', "r is 0")])
+def test_bad_lora_metadata_is_an_input_error(tmp_path, metadata, message):
+    from safetensors.torch import load_file, save_file
+
+    case = make_case(tmp_path)
+    weights = case.lora / "pytorch_lora_weights.safetensors"
+    save_file(load_file(weights), str(weights), metadata={"lora_adapter_metadata": metadata})
+    with pytest.raises(InputError, match=message):
+        open_source(str(case.lora), open_checkpoint(case.base))

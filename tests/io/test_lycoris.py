@@ -11,6 +11,7 @@ import dora_diag
 
 pytest.importorskip("lycoris")
 from tiny_lycoris import make_case  # noqa: E402
+from dora_diag.errors import InputError
 from dora_diag.io.checkpoint import open_checkpoint
 from dora_diag.io.kohya_names import FlatIndex
 from dora_diag.io.lycoris import LycorisSource, is_lycoris_file
@@ -123,3 +124,17 @@ def test_a_plain_checkpoint_is_not_a_lycoris_file(tmp_path):
     case = make_case(tmp_path)
     assert is_lycoris_file(read_header(str(case.adapter))[0])
     assert not is_lycoris_file(read_header(str(case.base))[0])
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lycoris_layers_0_q_proj.alpha", torch.ones(2), "alpha is not a scalar float"),
+    ("lycoris_layers_0_q_proj.alpha", torch.tensor(float("inf")), "alpha is not finite"),
+    ("lycoris_layers_0_q_proj.dora_scale", torch.ones(1, 7), "dora_scale has 7 values"),
+])
+def test_malformed_modules_are_input_errors(tmp_path, key, value, message):
+    case = make_case(tmp_path)
+    tensors = load_file(case.adapter)
+    tensors[key] = value
+    save_file(tensors, str(case.adapter))
+    with pytest.raises(InputError, match=message):
+        dora_diag.compare(case.base, case.adapter)
