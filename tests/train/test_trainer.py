@@ -166,3 +166,13 @@ def test_builtin_base_is_built_once_deterministically_and_learns_task_a(tmp_path
     info = json.loads((first / "base_info.json").read_text())
     assert info["task_A"]["eval_loss"] < info["task_B"]["eval_loss"]
     assert not [p for p in (tmp_path / "c1").iterdir() if p.name.startswith(".building")]
+
+
+def test_threads_by_model_size():
+    from dora_diag.train.trainer import threads_for, torch_threads
+    cpu, small = torch.device("cpu"), torch.nn.Linear(64, 64)
+    big = torch.nn.Linear(5000, 5000, device="meta")  # 25M parameters, no memory
+    with torch_threads(2):  # the fixture runs these tests on one thread
+        assert threads_for(small, cpu) == 1
+        assert threads_for(big, cpu) == 2 and threads_for(small, torch.device("cuda")) == 2
+    assert torch.get_num_threads() == 1
