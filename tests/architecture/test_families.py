@@ -125,3 +125,21 @@ def test_stored_experts_are_measured_per_expert_and_output_channel(tmp_path, mod
                 gate = slice(0, None, 2) if transposed else slice(0, inter)
                 ref = reference_changes(a0[gate], a1[gate])
                 assert rows.loc["gate", "delta_m"] == pytest.approx(ref["delta_m"], rel=1e-4)
+
+
+def test_adapter_on_both_towers_matches_peft_merge(tmp_path):
+    peft = pytest.importorskip("peft")
+    from tiny_peft import perturb
+
+    model = build("clip")
+    model.save_pretrained(tmp_path / "base")
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    perturb(pm, 5)
+    pm.save_pretrained(tmp_path / "adapter")
+    pm.merge_and_unload().save_pretrained(tmp_path / "merged")
+    ta = dora_diag.compare(tmp_path / "base", tmp_path / "adapter").table.set_index("tensor").sort_index()
+    tm = dora_diag.compare(tmp_path / "base", tmp_path / "merged").table.set_index("tensor").loc[ta.index]
+    assert len(ta) == 8 and set(ta["module"]) == {f"{t}.{m}" for t in ("text_model", "vision_model")
+                                                  for m in ("q_proj", "v_proj")}
+    for col in ("delta_m", "delta_d"):
+        assert list(ta[col]) == pytest.approx(list(tm[col]), rel=1e-5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from dora_diag.architecture import match_names, module_namer
-from dora_diag.architecture.naming import flat_index, flat_key
 
 
 @pytest.mark.parametrize("names,expected", [
@@ -107,12 +106,3 @@ def test_renamed_modules_match_through_rename():
     def rename(n):
         return n.replace("encoder.layer.", "layers.").replace("attention.attention.query", "attention.q_proj")
     assert match_names(base, ft, rename) == dict(zip(base, ft))
-
-
-def test_flat_keys_for_kohya_names():
-    names = ["down_blocks.0.attentions.0.proj_in.weight", "model.layers.0.self_attn.q_proj.weight"]
-    assert flat_key(names[0]) == "down_blocks_0_attentions_0_proj_in"
-    index = flat_index(names)
-    assert index["down_blocks_0_attentions_0_proj_in"] == names[0]
-    assert index["layers_0_self_attn_q_proj"] == index["model_layers_0_self_attn_q_proj"] == names[1]
-    assert flat_index(["a.b_c.weight", "a_b.c.weight"]) == {}   # lossy flattening: neither is kept

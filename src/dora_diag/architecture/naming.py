@@ -246,19 +246,3 @@ def _unique_suffix_index(names: list[str]) -> dict[str, str]:
         for s in _suffixes(n):
             index[s] = None if s in index and index[s] != n else n
     return {s: n for s, n in index.items() if n is not None}
-
-
-def flat_key(name: str) -> str:
-    """kohya-style key of a weight: ``down_blocks.0.attentions.0.proj_in.weight`` ->
-    ``down_blocks_0_attentions_0_proj_in`` (dots to underscores, ``.weight`` dropped)."""
-    return (name[: -len(".weight")] if name.endswith(".weight") else name).replace(".", "_")
-
-
-def flat_index(names: list[str]) -> dict[str, str]:
-    """``{flat_key: name}`` over ``names`` with and without wrapper prefixes, keeping only keys
-    that belong to one name (underscores inside module names make the flattening lossy)."""
-    index: dict[str, str | None] = {}
-    for n in names:
-        for key in {flat_key(n), flat_key(_strip_wrappers(n))}:
-            index[key] = None if key in index and index[key] != n else n
-    return {k: n for k, n in index.items() if n is not None}
