@@ -122,6 +122,8 @@ def test_refuses_a_peft_dora_adapter_bad_settings_and_one_seed(base_dir, lora_ru
                                                              "target_modules": "all-linear"}))
     with pytest.raises(InputError, match="'all-linear' depends on the model class"):
         run_trial(base_dir, adapter)
+    with pytest.raises(InputError, match="must be a model directory"):
+        run_trial(tmp_path / "no-base", lora_run)
     with pytest.raises(InputError, match="at least 2 seeds"):
         run_trial(base_dir, lora_run, seeds=1)
     with pytest.raises(InputError, match="neither train_config.json nor adapter_config.json"):

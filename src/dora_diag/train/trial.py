@@ -80,6 +80,8 @@ def read_run_settings(run: Path, base: Path, data: str | Path | None) -> RunSett
     InputError for anything that is not a LoRA run or lacks what the trial needs."""
     if not run.is_dir():
         raise InputError(f"{run}: not a directory (give the LoRA run directory or a PEFT adapter directory)")
+    if not base.is_dir():
+        raise InputError(f"{base}: the trial trains from the base, which must be a model directory")
     if (run / "train_config.json").is_file():
         settings = _from_train_config(run / "train_config.json")
     else:
