@@ -92,3 +92,16 @@ def test_bad_lora_metadata_is_an_input_error(tmp_path, metadata, message):
     save_file(load_file(weights), str(weights), metadata={"lora_adapter_metadata": metadata})
     with pytest.raises(InputError, match=message):
         open_source(str(case.lora), open_checkpoint(case.base))
+
+
+def test_precision_variants_beside_the_weights_are_not_read_as_shards(tmp_path):
+    """diffusers' save_pretrained(variant="fp16") writes diffusion_pytorch_model.fp16.safetensors."""
+    import tiny_diffusers
+
+    case = make_case(tmp_path)
+    unet, _, _ = tiny_diffusers.components()
+    unet.half().save_pretrained(str(case.base / "unet"), variant="fp16")
+    assert (case.base / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    ckpt = open_checkpoint(case.base)
+    unet_dtypes = {i.dtype for n, i in ckpt.tensors.items() if n.startswith("unet.")}
+    assert unet_dtypes == {"F32"}

@@ -120,11 +120,18 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if (p / INDEX_NAME).is_file():
         return _checked(Checkpoint(str(path), _read_index(p), config))
     entries = list_dir(p)
-    files = [f for f in entries if f.suffix == ".safetensors" and f.name != "adapter_model.safetensors"]
+    files = _without_variants([f for f in entries if f.suffix == ".safetensors" and f.name != "adapter_model.safetensors"])
     if not files:
         raise _not_safetensors(p, entries)
     return _checked(Checkpoint(str(path), _merge_shards(files), config,
                                read_header(str(files[0]))[1] if len(files) == 1 else {}))
+
+
+def _without_variants(files: list[Path]) -> list[Path]:
+    """Drop precision variants saved beside the main weights (``model.fp16.safetensors`` next to
+    ``model.safetensors``, as ``save_pretrained(variant=...)`` writes them): copies, not shards."""
+    names = {f.name for f in files}
+    return [f for f in files if not (len(f.name.split(".")) == 3 and f"{f.name.split('.')[0]}.safetensors" in names)]
 
 
 def adapter_base_id(adapter: str | os.PathLike) -> str | None:
