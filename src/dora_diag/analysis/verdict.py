@@ -136,7 +136,10 @@ def describe_pattern(s: dict, method: str, th: dict) -> str:
     r = s[STATISTIC]
     if _nan(r):
         return f"{name[0].upper()}{name[1:]} run: the detrended coupling is undefined ({s['units']} layers)."
-    if s["units"] < th["min_units"] or _nan(s["partial_p"]) or s["partial_p"] >= th["alpha"] or r == 0:
+    if s["units"] < th["min_units"]:
+        shape = (f"too few layers to tell a coupling from the step and depth trends ({s['units']} independent "
+                 f"layers < {th['min_units']})")
+    elif _nan(s["partial_p"]) or s["partial_p"] >= th["alpha"] or r == 0:
         shape = "no clear coupling of magnitude and direction beyond the step and depth trends"
     elif r > 0:
         shape = "magnitude and direction change together beyond the step and depth trends"
