@@ -97,7 +97,8 @@ def verify(base: str | os.PathLike, merged: str | os.PathLike, adapter: str | os
     records += [_record(n, "missing", "the adapter changes it but the base has no such tensor", adapted=True)
                 for n in sorted(expected) if n not in base_ckpt.tensors]
     used = set(to_merged.values())
-    records += [_record(n, "extra", "only in the merged checkpoint") for n in sorted(merged_ckpt.tensors) if n not in used]
+    records += [_record(n, "extra", "only in the merged checkpoint")
+                for n in sorted(merged_ckpt.tensors) if n not in used]
     meta = {"tool": "dora-diag verify", "base": os.fspath(base), "merged": os.fspath(merged),
             "adapter": None if adapter is None else os.fspath(adapter), "rtol": rtol,
             "adapter_kind": source.kind if source else None}
@@ -127,16 +128,23 @@ def _check(name: str, base: TensorInfo, merged: TensorInfo | None, adapted: bool
         return _record(name, "unchanged" if a.ok else "changed")
     if not adapted:
         return _record(name, "ok") if a.ok else _record(name, "mismatch", "changed although the adapter does not touch it")
+    return _adapted_record(name, base, merged, a, inputs)
+
+
+def _adapted_record(name: str, base: TensorInfo, merged: TensorInfo, a: Agreement, inputs: _Inputs) -> dict:
+    """The record of a tensor the adapter produces, from its agreement ``a`` with the merge."""
     if a.ok:
         return _record(name, "ok", "" if a.change > 0 else ZERO_UPDATE, a.rel_deviation, True)
     if a.unchanged:
         return _record(name, "unchanged", "equals the base although the adapter changes it: dropped in the merge",
                        a.rel_deviation, True)
+    source = inputs.source
     detail = diagnose(a, source.rank_and_scale(name), source.kind)
-    if detail is None and len(base.shape) == 2 and base.shape[0] == base.shape[1] and _transposed(name, base, merged, source, inputs):
+    square = len(base.shape) == 2 and base.shape[0] == base.shape[1]
+    if detail is None and square and _transposed(name, base, merged, source, inputs):
         detail = "stored transposed"
-    return _record(name, "mismatch", detail or f"differs from the adapter's weight by {a.rel_deviation:.3g} of its change",
-                   a.rel_deviation, True)
+    fallback = f"differs from the adapter's weight by {a.rel_deviation:.3g} of its change"
+    return _record(name, "mismatch", detail or fallback, a.rel_deviation, True)
 
 
 def _agreement(name: str, base: TensorInfo, merged: TensorInfo, source: FineTunedSource | None,
