@@ -105,3 +105,27 @@ def test_precision_variants_beside_the_weights_are_not_read_as_shards(tmp_path):
     ckpt = open_checkpoint(case.base)
     unet_dtypes = {i.dtype for n, i in ckpt.tensors.items() if n.startswith("unet.")}
     assert unet_dtypes == {"F32"}
+
+
+def _as_single_file(pipeline, path):
+    """The pipeline's UNet and text encoder as one original-layout (LDM) Stable Diffusion file:
+    ``model.diffusion_model.`` and ``cond_stage_model.transformer.text_model.`` prefixes."""
+    from safetensors.torch import load_file, save_file
+
+    parents = {"unet": "model.diffusion_model.", "text_encoder": "cond_stage_model.transformer.text_model."}
+    tensors = {}
+    for component, parent in parents.items():
+        folder = pipeline / component
+        for f in folder.glob("*.safetensors"):
+            tensors.update({parent + k: v for k, v in load_file(f).items()})
+    save_file(tensors, str(path))
+    return path
+
+
+def test_kohya_file_on_a_single_file_checkpoint_matches_lycoris_merge(tmp_path):
+    pytest.importorskip("lycoris")
+    case = make_kohya_case(tmp_path, preset="attn-mlp")
+    base = _as_single_file(case.base, tmp_path / "sd.safetensors")
+    merged = _as_single_file(case.merged, tmp_path / "sd-merged.safetensors")
+    a = _assert_same_changes(base, case.lora, merged)
+    assert {t.split(".")[0] for t in a.table["tensor"]} == {"model", "cond_stage_model"}
