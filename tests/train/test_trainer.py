@@ -15,7 +15,8 @@ from dora_diag.errors import InputError
 from dora_diag.io.checkpoint import open_checkpoint
 from dora_diag.train.builtin import BaseRecipe, builtin_base
 from dora_diag.train.model import BuiltinConfig
-from dora_diag.train.trainer import TrainConfig, TrainProgress, lr_factor, train
+from dora_diag.train.loop import lr_factor
+from dora_diag.train.trainer import TrainConfig, TrainProgress, train
 
 
 def quick(out: Path, base: Path, **kw) -> TrainConfig:
@@ -176,3 +177,19 @@ def test_threads_by_model_size():
         assert threads_for(small, cpu) == 1
         assert threads_for(big, cpu) == 2 and threads_for(small, torch.device("cuda")) == 2
     assert torch.get_num_threads() == 1
+
+
+def test_diverging_loss_is_a_training_error_not_bad_input(base_dir, tmp_path, capsys):
+    """A run whose loss becomes NaN failed on its own: one line, exit 1, not the bad-input exit 2."""
+    from cli_helpers import call
+    from dora_diag.errors import TrainingError
+
+    cfg = TrainConfig(out=str(tmp_path / "nan"), method="ft", model=str(base_dir), steps=3, save_every=3,
+                      batch_size=4, lr=1e30, device="cpu")
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        train(cfg)
+    code, _, err = call(capsys, "train", "--method", "ft", "--model", str(base_dir), "--steps", "3",
+                        "--save-every", "3", "--batch-size", "4", "--lr", "1e30", "--out", str(tmp_path / "nan2"),
+                        "-q")
+    assert code == 1 and err.strip().startswith("dora-diag: training failed: loss became")
+    assert "internal error" not in err and err.count("\n") == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dora_diag.errors import InputError
-from dora_diag.train import trainer
+from dora_diag.train import loop
 from dora_diag.train.trainer import TrainConfig, TrainProgress, train
 from dora_diag.train.trial import paired_difference, run_trial, summary
 
@@ -45,7 +45,7 @@ class Recorder(TrainProgress):
 def test_trial_trains_matched_pairs_with_the_runs_settings(base_dir, lora_run, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     orders = []
-    real_batches = trainer.batches
+    real_batches = loop.batches
 
     def recording(n, batch_size, generator):
         it = real_batches(n, batch_size, generator)
@@ -54,7 +54,7 @@ def test_trial_trains_matched_pairs_with_the_runs_settings(base_dir, lora_run, t
         yield first
         yield from it
 
-    monkeypatch.setattr(trainer, "batches", recording)
+    monkeypatch.setattr(loop, "batches", recording)
     calls = []
     result = run_trial(base_dir, lora_run, steps=4, seeds=2, device="cpu",
                        progress=lambda method, seed, steps: Recorder(calls, (method, seed, steps)))

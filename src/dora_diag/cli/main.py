@@ -11,7 +11,7 @@ import traceback
 import click
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, TrainingError
 from .messages import error, one_line
 
 
@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         error(str(e))
         sys.exit(2)
+    except TrainingError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"dora-diag: training failed: {one_line(str(e))}", err=True)
+        sys.exit(1)
     except Terminated:
         click.echo(TERMINATED, err=True)
         sys.exit(143)

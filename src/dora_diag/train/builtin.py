@@ -23,7 +23,7 @@ from ..outputs.atomic import write_atomic
 from .data import BUILTIN_VOCAB, builtin_task
 from .model import BuiltinConfig, BuiltinTransformer, is_builtin_dir, load_builtin, save_full_model
 from .config import TrainConfig
-from .trainer import Setup, evaluate, optimize, threads_for, torch_threads
+from .loop import Setup, evaluate, optimize, threads_for, torch_threads
 
 RECIPE_VERSION = 1
 BASE_INFO = "base_info.json"

@@ -22,7 +22,7 @@ MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 # adapter starts from B = 0 and needs a larger step to move at all in a short run.
 DEFAULT_LR = {"ft": 1e-3, "adapter": 4e-3}
 WARMUP_FRACTION = 0.1
-# Below this many parameters the trainer runs torch on one CPU thread (see trainer.threads_for).
+# Below this many parameters the trainer runs torch on one CPU thread (see loop.threads_for).
 SMALL_MODEL_PARAMS = 20_000_000
 
 

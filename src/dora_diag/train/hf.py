@@ -50,7 +50,7 @@ def load_tokenizer(path: str | Path):
 
 def hf_setup(model: str, data: str, max_length: int, eval_fraction: float, seed: int):
     """Setup for a Hugging Face model directory trained on a JSONL file."""
-    from .trainer import Setup
+    from .loop import Setup
     if data == "builtin":
         raise InputError("--data builtin works with --model builtin only; give a JSONL file for a Hugging Face model")
     records = read_jsonl(data)
