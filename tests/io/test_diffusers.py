@@ -108,8 +108,9 @@ def test_precision_variants_beside_the_weights_are_not_read_as_shards(tmp_path):
 
 
 def _as_single_file(pipeline, path):
-    """The pipeline's UNet and text encoder as one original-layout (LDM) Stable Diffusion file:
-    ``model.diffusion_model.`` and ``cond_stage_model.transformer.text_model.`` prefixes."""
+    """The pipeline's UNet and text encoder in one file under the parents of the original (LDM)
+    single-file layout, ``model.diffusion_model.`` and ``cond_stage_model.transformer.text_model.``;
+    module names stay as they are (as they do for SDXL's UNet and the CLIP encoders)."""
     from safetensors.torch import load_file, save_file
 
     parents = {"unet": "model.diffusion_model.", "text_encoder": "cond_stage_model.transformer.text_model."}
