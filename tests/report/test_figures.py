@@ -211,3 +211,14 @@ def test_partly_missing_steps_colour_every_point_by_checkpoint_order():
     fig = a.figure("scatter", color="step")
     assert sorted(set(fig.data[0].marker.color)) == [0, 1, 2]
     assert list(a.figure("trajectory").data[0].x) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("kind", ["profile", "trajectory"])
+def test_module_selector_shows_one_module_at_a_time(kind):
+    a = synthetic_analysis(modules=MODULES[:3])
+    fig = a.figure(kind)
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["all module types", *MODULES[:3]]
+    assert all(buttons[0].args[0]["visible"])
+    shown = [t.legendgroup for t, v in zip(fig.data, buttons[2].args[0]["visible"]) if v]
+    assert shown and set(shown) == {"k_proj"}

@@ -15,6 +15,7 @@ COLORSCALE = "Viridis"
 HEIGHT = 380
 FONT = 14          # the page's body text size, for every figure text
 LEGEND_ROW = 28    # px per row of a horizontal legend
+SELECTOR_PX = 30   # px from the panels' top to a drop-down above their titles
 HOVER_NUMBER = ".3~g"
 
 
@@ -145,6 +146,20 @@ def line_style(i: int) -> dict:
     """Colour, dash and marker symbol of the i-th line: lines on top of each other stay distinguishable."""
     return {"line": {"color": palette(i), "dash": DASHES[i % len(DASHES)], "width": 2},
             "marker": {"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 7, "color": palette(i)}}
+
+
+def module_selector(fig: go.Figure, modules: list[str]) -> None:
+    """A drop-down above the panels' titles showing all module types or one (traces grouped by
+    module name in ``legendgroup``): 7 modules × 32 layers tangle, one at a time does not. Call
+    after ``base_layout`` (its position is in px above the panels)."""
+    groups = [t.legendgroup for t in fig.data]
+    m = fig.layout.margin
+    above = 1 + SELECTOR_PX / max(fig.layout.height - m.t - m.b, 1)
+    buttons = [{"label": "all module types", "method": "restyle", "args": [{"visible": [True] * len(groups)}]}]
+    buttons += [{"label": txt(m), "method": "restyle", "args": [{"visible": [g == txt(m) for g in groups]}]}
+                for m in modules]
+    fig.update_layout(updatemenus=[{"type": "dropdown", "buttons": buttons, "active": 0, "x": 1, "xanchor": "right",
+                                    "y": above, "yanchor": "bottom", "showactive": True}])
 
 
 def training_logs(analysis) -> dict[str, pd.DataFrame]:

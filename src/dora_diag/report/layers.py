@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .common import (COLORSCALE, HEIGHT, HOVER_NUMBER, METRICS, SHORT, base_layout, choose, layer_dtick, line_style,
-                     module_types, names, pick_run_ckpt, tick_style, txt)
+                     module_selector, module_types, names, pick_run_ckpt, tick_style, txt)
 from .format import fmt_range
 
 SCALES = ("shared", "run")
@@ -26,7 +26,8 @@ def profile(analysis, run: str | None = None, checkpoint: str | None = None) -> 
     rows = _layer_rows(analysis, run, checkpoint)
     fig = make_subplots(rows=1, cols=2, subplot_titles=[METRICS["delta_m"], METRICS["delta_d"]],
                         horizontal_spacing=0.1)
-    for i, module in enumerate(m for m in module_types(analysis) if m in set(rows["module"])):
+    modules = [m for m in module_types(analysis) if m in set(rows["module"])]
+    for i, module in enumerate(modules):
         g = rows[rows["module"] == module]
         for col, metric in ((1, "delta_m"), (2, "delta_d")):
             fig.add_trace(go.Scatter(
@@ -34,7 +35,8 @@ def profile(analysis, run: str | None = None, checkpoint: str | None = None) -> 
                 legendgroup=txt(module), showlegend=col == 1, customdata=names(g["tensor"]),
                 hovertemplate=f"%{{customdata}}<br>layer %{{x}}: %{{y:{HOVER_NUMBER}}}<extra></extra>",
                 opacity=0.85, **line_style(i)), row=1, col=col)
-    base_layout(fig, f"Per-layer profile: {txt(run)}, {txt(checkpoint)}", HEIGHT + 60, legend_rows=2)
+    base_layout(fig, f"Per-layer profile: {txt(run)}, {txt(checkpoint)}", HEIGHT + 60, top=110, legend_rows=2)
+    module_selector(fig, modules)
     fig.update_xaxes(title_text="layer", dtick=layer_dtick(rows))
     fig.update_yaxes(tick_style(rows["delta_m"]), col=1)
     fig.update_yaxes(tick_style(rows["delta_d"]), col=2)

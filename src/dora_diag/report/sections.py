@@ -152,8 +152,8 @@ tends to change magnitude and direction together. A LoRA run with a clearly posi
 DoRA is expected to help; this is a heuristic, so read it with n, p and the 95% confidence interval. The
 points of one layer at successive checkpoints are not independent, and both ΔD and ΔM grow with training
 and vary with depth, which alone makes r positive: the CI is a bootstrap over layers, p a permutation of
-layer labels, and the within-checkpoint r (each checkpoint's mean removed) shows what is left without
-the shared growth. The pooled fit z-scores ΔD and ΔM within each module type before pooling. Embeddings, the LM head (no layer index) and
+layer labels, and the within-checkpoint r (each checkpoint's mean removed) and the partial r (a linear
+depth trend removed as well; what the verdict decides on) show what is left without the shared trends. The pooled fit z-scores ΔD and ΔM within each module type before pooling. Embeddings, the LM head (no layer index) and
 tensors with non-finite values are listed in the tables but left out of the fits.</p>
 </div>
 """

@@ -6,8 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import (HOVER_NUMBER, base_layout, line_style, module_types, names, palette, run_labels, steps_known,
-                     tick_style, training_logs, txt, with_order)
+from .common import (HOVER_NUMBER, base_layout, line_style, module_selector, module_types, names, palette, run_labels,
+                     steps_known, tick_style, training_logs, txt, with_order)
 
 PANEL_HEIGHT = 230
 
@@ -37,8 +37,9 @@ def trajectory(analysis, runs: list[str] | None = None) -> go.Figure:
                     row=row, col=col)
         for col, metric in ((1, "delta_m"), (2, "delta_d")):
             fig.update_yaxes(tick_style(mine[metric]), row=row, col=col)
-    base_layout(fig, "Trajectories across checkpoints", 160 + PANEL_HEIGHT * rows, legend_rows=2)
+    base_layout(fig, "Trajectories across checkpoints", 180 + PANEL_HEIGHT * rows, top=110, legend_rows=2)
     fig.update_layout(legend_title_text="module:")
+    module_selector(fig, [m for m in modules if m in set(means["module"])])
     fig.update_xaxes(title_text="step" if steps_known(pts) else "checkpoint #", row=rows)
     return fig
 
