@@ -138,3 +138,11 @@ def test_malformed_modules_are_input_errors(tmp_path, key, value, message):
     save_file(tensors, str(case.adapter))
     with pytest.raises(InputError, match=message):
         dora_diag.compare(case.base, case.adapter)
+
+
+def test_a_file_with_nothing_applicable_is_refused_with_the_reasons(tmp_path):
+    case = make_case(tmp_path)
+    renamed = {k.replace("lora_down.weight", "hada_w1_a"): v for k, v in load_file(case.adapter).items()}
+    save_file(renamed, str(case.adapter))
+    with pytest.raises(InputError, match="none of its 8 modules can be applied.*LyCORIS LoHa is not supported"):
+        dora_diag.compare(case.base, case.adapter)

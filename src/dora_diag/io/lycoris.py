@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedError
 from .checkpoint import Checkpoint
 from .kohya_names import FlatIndex, has_kohya_prefix
 from .module_scales import ModuleScales
@@ -72,6 +72,10 @@ def open_lycoris(path: str, base: Checkpoint) -> "LycorisSource":
             else:
                 usable.append(m)
         scales = {m.base_path: _rank_and_scale(m, reader, path) for m in usable}
+    if not usable:
+        reasons = sorted({s["reason"] for s in skipped})
+        raise UnsupportedError(f"{path}: none of its {len(skipped)} modules can be applied to this base "
+                               f"({'; '.join(reasons[:3])})")
     return LycorisSource(path, base, usable, scales, skipped)
 
 
