@@ -30,8 +30,8 @@ from .peft_factors import LowRankDelta
 from .peft_keys import AdapterModule
 from .safetensors_file import RowReader, TensorInfo, read_header
 
-ROLES = {"lora_down.weight": "A", "lora_up.weight": "B", "alpha": "alpha", "dora_scale": "dora_scale",
-         "lora_mid.weight": "mid"}
+FACTORS = ("lora_down.weight", "lora_up.weight")
+PARTS = frozenset((*FACTORS, "lora_mid.weight", "alpha", "dora_scale"))
 # Key suffixes of the other LyCORIS algorithms, to name what is skipped.
 OTHER_ALGORITHMS = {"hada_w1_a": "LoHa", "hada_t1": "LoHa", "lokr_w1": "LoKr", "lokr_w1_a": "LoKr",
                     "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "oft_blocks": "OFT/BOFT", "diff": "full (diff)",
@@ -43,7 +43,7 @@ def is_lycoris_file(tensors: dict[str, TensorInfo]) -> bool:
     if not tensors or not all(has_kohya_prefix(k) and "." in k for k in tensors):
         return False
     parts = {k.split(".", 1)[1] for k in tensors}
-    return bool(parts & (set(ROLES) | set(OTHER_ALGORITHMS)))
+    return bool(parts & (PARTS | set(OTHER_ALGORITHMS)))
 
 
 @dataclass
@@ -86,10 +86,10 @@ def _unsupported(m: _Module, base: Checkpoint) -> str | None:
     algorithm = next((a for suffix, a in OTHER_ALGORITHMS.items() if suffix in m.parts), None)
     if algorithm:
         return f"LyCORIS {algorithm} is not supported; merge it with LyCORIS and compare the merged model"
-    unknown = sorted(set(m.parts) - set(ROLES))
+    unknown = sorted(set(m.parts) - PARTS)
     if unknown:
         return f"unrecognized LyCORIS tensors ({', '.join(unknown)})"
-    if not {"A", "B"} <= {ROLES[p] for p in m.parts}:
+    if not set(FACTORS) <= set(m.parts):
         return f"incomplete LoRA factors ({', '.join(sorted(m.parts))})"
     scale = m.parts.get("dora_scale")
     w0 = base.tensors.get(f"{m.base_path}.weight")
