@@ -83,6 +83,7 @@ def test_kohya_file_on_a_pipeline_matches_lycoris_merge(tmp_path, kwargs):
 
 
 @pytest.mark.parametrize("metadata, message", [("{not json", "not valid JSON"), ("[1]", "not a JSON object"),
+                                               ("[" * 100_000 + "]" * 100_000, "nested deeper"),
                                                ('{"unet.r": 0, "unet.peft_type": "LORA"}', "r is 0")])
 def test_bad_lora_metadata_is_an_input_error(tmp_path, metadata, message):
     from safetensors.torch import load_file, save_file

@@ -10,12 +10,12 @@ factors, alpha = rank, scale 1.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from ..errors import InputError
 from .checkpoint import Checkpoint
+from .json_limits import parse_json
 from .method import adapter_method
 from .module_scales import ModuleScales
 from .peft import AdapterSource
@@ -57,10 +57,7 @@ def _component_configs(raw: str | None, where: Path) -> dict[str, AdapterConfig]
     """LoRA config per component from the ``lora_adapter_metadata`` JSON (keys ``<component>.<field>``)."""
     if raw is None:
         return {}
-    try:
-        flat = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{where}: {LORA_METADATA} metadata is not valid JSON ({e})") from None
+    flat = parse_json(raw.encode("utf-8", "surrogatepass"), where, f"{LORA_METADATA} metadata")
     if not isinstance(flat, dict):
         raise InputError(f"{where}: {LORA_METADATA} metadata is not a JSON object")
     grouped: dict[str, dict] = {}
