@@ -11,6 +11,12 @@ DEVICES = ("auto", "cpu", "cuda")
 # Measured on 2 cores (benchmarks/): per-row sums run fastest on 2 MB blocks.
 DEFAULT_BLOCK_BYTES = 2 << 20
 
+# Where tensors stream (analysis.executors): this machine, or row-range tasks on a Ray cluster
+# of about DEFAULT_TASK_BYTES each (large enough that a task's fixed cost, scheduling and opening
+# the headers, is small next to its reads).
+EXECUTORS = ("local", "ray")
+DEFAULT_TASK_BYTES = 256 << 20
+
 ADAPTER_METHODS = ("lora", "dora", "dora-frozen-magnitude", "dora-magnitude-only", "dvora")
 TRAIN_METHODS = ("ft", *ADAPTER_METHODS)
 QUANTIZE = ("nf4",)

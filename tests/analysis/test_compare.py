@@ -96,7 +96,7 @@ def test_block_size_and_device_do_not_change_results(llama_run):
 def test_concurrent_streams_do_not_change_results(llama_run, monkeypatch):
     import torch
 
-    from dora_diag.analysis import compare as compare_mod
+    from dora_diag.analysis.executors import local as compare_mod
 
     base, run = llama_run
     threads = torch.get_num_threads()
@@ -115,7 +115,7 @@ def test_streams_larger_than_memory_drop_what_they_read(llama_run, monkeypatch):
     use (and only then); the numbers do not change."""
     import os
 
-    from dora_diag.analysis import compare as compare_mod
+    from dora_diag.analysis.executors import local as compare_mod
 
     base, run = llama_run
     kept = dora_diag.compare(base, run).table

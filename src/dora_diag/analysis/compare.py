@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from contextlib import ExitStack, closing
-from typing import Callable
-
-import torch
 
 from ..errors import InputError
-from ..io.checkpoint import open_checkpoint
 from ..io.method import run_method
-from ..io.runs import expand_runs
-from ..io.safetensors_file import STREAM_READAHEAD, RowReader
-from ..io.sources import FineTunedSource, FullSource, open_source
-from ..metrics.device import cpu_streams, intra_op_threads, resolve_device
+from ..metrics.device import resolve_device
 from ..options import AXES, DEFAULT_BLOCK_BYTES
 from .analysis import Analysis
-from .plan import make_plan
-from .stream import Streamer, run_all
+from .executors import DEFAULT_TASK_BYTES, job_of, make_executor, open_job
+from .executors.local import stream_bytes
 from .table import build_table, rows_for
 from .warnings import WarningLog
 
@@ -35,14 +27,17 @@ class Progress:
 
 def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = "out",
             device: str = "auto", split_fused: bool = False, block_bytes: int = DEFAULT_BLOCK_BYTES,
-            progress: Progress | None = None, allow_partial: bool = False) -> Analysis:
+            progress: Progress | None = None, allow_partial: bool = False, executor: str = "local",
+            ray_address: str | None = None, task_bytes: int = DEFAULT_TASK_BYTES) -> Analysis:
     """Compare fine-tuned checkpoints with ``base`` tensor by tensor.
 
     Each ``finetuned`` item is ``[LABEL=]PATH``: a checkpoint directory or ``.safetensors`` file,
     a PEFT adapter, or a run directory of ``checkpoint-N/`` folders. ``axis="out"`` measures per
     output channel (the DoRA convention), ``"in"`` per input column (LyCORIS' default).
-    On CPU several tensors stream at once (``metrics.device.cpu_streams``) and torch's
-    intra-op thread count is divided among them until this returns. An adapter that changes
+    ``executor="local"`` streams on this machine (on CPU several tensors at once, torch's
+    intra-op threads divided among them); ``"ray"`` splits the tensors into row ranges of about
+    ``task_bytes`` run on the Ray cluster at ``ray_address`` (``RAY_ADDRESS`` when None), which
+    must see the same paths; the results are the same to the bit. An adapter that changes
     tensors the base lacks is an ``InputError`` unless ``allow_partial``.
     """
     if axis not in AXES:
@@ -50,51 +45,37 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     if not finetuned:
         raise InputError("give at least one fine-tuned checkpoint or run to compare with the base")
     progress = progress or Progress()
-    dev = resolve_device(device)
+    runner = make_executor(executor, ray_address, task_bytes)
+    if executor == "local":
+        resolve_device(device)   # an unusable device is an error before any file is opened
     started = time.perf_counter()
-    base_ckpt = open_checkpoint(base)
-    runs = expand_runs(list(finetuned))
+    job = job_of(base, finetuned, axis=axis, device=device, split_fused=split_fused, block_bytes=block_bytes,
+                 allow_partial=allow_partial)
     with ExitStack() as stack:
-        reader = stack.enter_context(RowReader(STREAM_READAHEAD))
-        opened: list[tuple] = []
-        for run in runs:
-            for ref in run.checkpoints:
-                source: FineTunedSource = open_source(ref.path, base_ckpt)
-                stack.callback(source.close)
-                opened.append((ref, source))
-        plan = make_plan(base_ckpt, opened, split_fused=split_fused, allow_partial=allow_partial)
+        opened = open_job(job, stack)
+        plan = opened.plan
         if not plan.tensors:
             raise InputError(_nothing_matched(base, plan))
-        # Adapter sources cache one tensor's factors at a time: their tensors go one by one.
-        streams = cpu_streams(dev) if all(isinstance(s, FullSource) for _, s in opened) else 1
-        advance = _serialized(progress.advance)
-        streamers = [Streamer(reader, dev, axis, block_bytes, advance) for _ in range(streams)]
-        total = sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in plan.tensors)
-        if total > available_memory() // 2:
-            # The page cache cannot keep this stream anyway: reading it through would evict
-            # everything else first (and cost reclaim work, ~15% on a 28 GB pair in 24 GB).
-            for r in [reader] + [s.reader for _, s in opened if isinstance(s, FullSource)]:
-                r.drop_behind = True
-        progress.start(total, len(plan.tensors))
+        progress.start(stream_bytes(opened), len(plan.tensors))
         rows: list[dict] = []
         log = WarningLog()
         try:
-            with intra_op_threads(torch.get_num_threads() // streams), \
-                    closing(run_all(plan.tensors, streamers)) as all_results:
+            with closing(runner.results(job, opened, progress.advance)) as all_results:
                 for tp, results in zip(plan.tensors, all_results):
                     rows.extend(rows_for(tp, results))
                     log.add(tp, results)
                     progress.tensor_done(tp.info.name)
         finally:
             progress.finish()
-        bytes_read = reader.bytes_read + sum(s.bytes_read() for _, s in opened)
+        bytes_read = opened.bytes_read() + sum(runner.meta().get("bytes_per_node", {}).values())
+    runs = opened.runs
     meta = {
         "tool": "dora-diag",
         "version": _version(),
         "base": os.fspath(base),
-        "runs": [_run_meta(r, opened) for r in runs],
+        "runs": [_run_meta(r, opened.sources) for r in runs],
         "axis": axis,
-        "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        "device": runner.device_label,
         "split_fused": split_fused,
         "elapsed_s": round(time.perf_counter() - started, 3),
         "bytes_read": bytes_read,
@@ -102,9 +83,10 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         "skipped": plan.skipped,
         "unmatched": plan.unmatched,
         "warnings": [w for r in runs for w in r.warnings] + log.lines(plan),
+        "executor": runner.meta(),
     }
     # Rows come out tensor by tensor (file order); present them checkpoint by checkpoint.
-    position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened)}
+    position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened.sources)}
     rows.sort(key=lambda r: position[(r["run"], r["checkpoint"])])
     methods = {r["label"]: r["method"] for r in meta["runs"]}
     return Analysis(build_table(rows, methods), meta)
@@ -119,28 +101,6 @@ def _run_meta(run, opened: list[tuple]) -> dict:
     method, evidence = run_method(run.path, [c["method"] for c in ckpts])
     return {"label": run.label, "path": run.path, "method": method, "method_evidence": evidence,
             "checkpoints": ckpts, "log": list(run.log)}
-
-
-def _serialized(fn: Callable[[int], None]) -> Callable[[int], None]:
-    """``fn`` callable from several streaming threads (a progress bar is not thread-safe)."""
-    lock = threading.Lock()
-
-    def call(n: int) -> None:
-        with lock:
-            fn(n)
-    return call
-
-
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo in bytes; unknown (not Linux) counts as unlimited."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
 
 
 def _nothing_matched(base: str | os.PathLike, plan) -> str:

@@ -30,18 +30,42 @@ IN_AXIS_BLOCK_SHARE = 4
 class TargetResult:
     target: Target
     changes: ChannelChanges
-    nonfinite_in: tuple[str, ...] = ()   # "base" and/or "fine-tuned": sides with NaN/Inf channels
+    nonfinite_norms: tuple[str, ...] = ()   # "base" and/or "fine-tuned": sides whose norm sums are NaN/Inf
 
     @property
     def nonfinite(self) -> int:
         """Channels with NaN/Inf (or an overflowing sum): excluded from the means."""
         return int(self.changes.nonfinite.sum())
 
+    @property
+    def nonfinite_in(self) -> tuple[str, ...]:
+        """Sides with NaN/Inf channels; finite norms with an overflowing difference mean huge
+        fine-tuned values."""
+        if not bool(self.changes.nonfinite.any()):
+            return ()
+        return self.nonfinite_norms or ("fine-tuned",)
 
-def _row_blocks(rows: int, row_bytes: int, block_bytes: int) -> Iterator[tuple[int, int]]:
-    step = max(1, block_bytes // max(1, row_bytes))
-    for start in range(0, rows, step):
-        yield start, min(rows, start + step)
+
+def reduce_axis(axis: str, plan: TensorPlan) -> str:
+    """Kernel axis on the stored layout: output channels of a (in, out) tensor are columns."""
+    return axis if not plan.transposed else ("in" if axis == "out" else "out")
+
+
+def stream_block_bytes(block_bytes: int, kernel_axis: str) -> int:
+    """The block size a tensor streams with, given its kernel axis."""
+    return block_bytes // (1 if kernel_axis == "out" else IN_AXIS_BLOCK_SHARE)
+
+
+def block_rows(row_bytes: int, block_bytes: int) -> int:
+    """Rows per streamed block: row ranges that start at multiples of it stream the very blocks
+    a whole-tensor pass does (``executors.tasks`` splits tensors so)."""
+    return max(1, block_bytes // max(1, row_bytes))
+
+
+def _row_blocks(start: int, stop: int, row_bytes: int, block_bytes: int) -> Iterator[tuple[int, int]]:
+    step = block_rows(row_bytes, block_bytes)
+    for lo in range(start, stop, step):
+        yield lo, min(stop, lo + step)
 
 
 class _ReadBuffers:
@@ -103,14 +127,20 @@ class Streamer:
         self.cancel = threading.Event()
 
     def reduce_axis(self, plan: TensorPlan) -> str:
-        """Kernel axis on the stored layout: output channels of a (in, out) tensor are columns."""
-        return self.axis if not plan.transposed else ("in" if self.axis == "out" else "out")
+        return reduce_axis(self.axis, plan)
 
-    def run(self, plan: TensorPlan) -> list[TargetResult]:
+    def block_bytes_for(self, plan: TensorPlan) -> int:
+        return stream_block_bytes(self.block_bytes, self.reduce_axis(plan))
+
+    def run(self, plan: TensorPlan, span: tuple[int, int] | None = None) -> list[TargetResult]:
+        """Every target's changes; ``span`` = (start, stop) restricts them to the channels of
+        those stored rows (only where channels are rows: ``reduce_axis(plan) == "out"``)."""
         axis = self.reduce_axis(plan)
-        sums = [ChannelSums.zeros(t.rows if axis == "out" else plan.info.row_elements, self.device)
-                for t in plan.targets]
-        for a, read, start, stop in self._blocks(plan, plan.targets):
+        lo, hi = span or (0, plan.info.shape[0])
+        assert axis == "out" or (lo, hi) == (0, plan.info.shape[0]), "column channels need every row"
+        sums = [ChannelSums.zeros(max(0, min(hi, t.rows) - lo) if axis == "out" else plan.info.row_elements,
+                                  self.device) for t in plan.targets]
+        for a, read, start, stop in self._blocks(plan, plan.targets, lo, hi):
             for i, (t, acc) in enumerate(zip(plan.targets, sums)):
                 if start >= t.rows:
                     continue
@@ -119,27 +149,28 @@ class Streamer:
                 if part is None:
                     c = read[i] if i in read else self._target_rows(t, a, start, stop)
                     part = block_sums(a[:n], c, axis, self._scratch)
-                acc.add_(part, slice(start, start + n) if axis == "out" else None)
+                acc.add_(part, slice(start - lo, start - lo + n) if axis == "out" else None)
         results = []
         for t, acc in zip(plan.targets, sums):
-            if bool(unsure_c2(acc).any()):
-                acc.c2 = self._channel_pass(plan, t, axis, lambda a, c, channels: square_sums(c, axis))
+            unsure = unsure_c2(acc)
+            if bool(unsure.any()):
+                # Per channel, so that a channel's value does not depend on which others share its pass.
+                c2 = self._channel_pass(plan, t, axis, lambda a, c, channels: square_sums(c, axis), lo, hi)
+                acc.c2 = torch.where(unsure, c2, acc.c2)
             changes = channel_changes(acc)
             if bool(changes.refine.any()):
-                self._refine(plan, t, acc, changes, axis)
-            results.append(TargetResult(t, changes.cpu(), _nonfinite_sides(acc, changes)))
+                self._refine(plan, t, acc, changes, axis, lo, hi)
+            results.append(TargetResult(t, changes.cpu(), _nonfinite_norms(acc)))
         return results
 
-    def _blocks(self, plan: TensorPlan, targets: list[Target], limit: int | None = None
+    def _blocks(self, plan: TensorPlan, targets: list[Target], lo: int, hi: int
                 ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor], int, int]]:
-        """Base row blocks ``(rows, cols)`` on the device, with the rows of full fine-tuned
-        targets (by index in ``targets``) already read. A block lives in reused buffers: it is
-        valid until the next one is asked for."""
+        """Base row blocks ``(rows, cols)`` of stored rows ``lo:hi`` on the device, with the rows
+        of full fine-tuned targets (by index in ``targets``) already read. A block lives in
+        reused buffers: it is valid until the next one is asked for."""
         info = plan.info
-        rows = info.shape[0] if limit is None else limit
-        block_bytes = self.block_bytes // (1 if self.reduce_axis(plan) == "out" else IN_AXIS_BLOCK_SHARE)
         scales = self._scale_grids(plan, targets)
-        for start, stop in _row_blocks(rows, info.row_bytes, block_bytes):
+        for start, stop in _row_blocks(lo, hi, info.row_bytes, self.block_bytes_for(plan)):
             if self.cancel.is_set():
                 raise Cancelled
             self._buffers.next_set()
@@ -181,23 +212,26 @@ class Streamer:
         c = t.source.rows(t.name, a[: stop - start], start, stop)
         return c.reshape(stop - start, -1).to(self.device)
 
-    def _refine(self, plan: TensorPlan, t: Target, acc: ChannelSums, ch: ChannelChanges, axis: str) -> None:
+    def _refine(self, plan: TensorPlan, t: Target, acc: ChannelSums, ch: ChannelChanges, axis: str,
+                lo: int, hi: int) -> None:
         """Second pass for nearly radial channels: fp64 chord instead of the difference formula."""
         safe = lambda n: n.where(n > 0, torch.ones_like(n))  # noqa: E731
         a_norm, c_norm = safe(acc.a2.sqrt()), safe(acc.c2.sqrt())
         apply_chord(ch, self._channel_pass(plan, t, axis, lambda a, c, channels: chord_sums(
-            a, c, a_norm[channels], c_norm[channels], axis)))
+            a, c, a_norm[channels], c_norm[channels], axis), lo, hi))
 
     def _channel_pass(self, plan: TensorPlan, t: Target, axis: str,
-                      fn: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
-        """Stream target ``t`` again and total ``fn(a, c, channels)`` per channel in fp64;
-        ``channels`` selects the block's channels (all of them for ``axis="in"``)."""
-        total = torch.zeros(t.rows if axis == "out" else plan.info.row_elements, dtype=torch.float64,
+                      fn: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor], lo: int, hi: int
+                      ) -> torch.Tensor:
+        """Stream target ``t``'s rows ``lo:hi`` again and total ``fn(a, c, channels)`` per channel
+        in fp64; ``channels`` selects the block's channels (all of them for ``axis="in"``)."""
+        hi = min(hi, t.rows)
+        total = torch.zeros(max(0, hi - lo) if axis == "out" else plan.info.row_elements, dtype=torch.float64,
                             device=self.device)
-        for a, read, start, stop in self._blocks(plan, [t], limit=t.rows):
+        for a, read, start, stop in self._blocks(plan, [t], lo, hi):
             c = read[0] if read else self._target_rows(t, a, start, stop)
             if axis == "out":
-                total[start:stop] = fn(a, c, slice(start, stop))
+                total[start - lo:stop - lo] = fn(a, c, slice(start - lo, stop - lo))
             else:
                 total += fn(a, c, slice(None))
         return total
@@ -230,8 +264,5 @@ def run_all(plans: list[TensorPlan], streamers: list[Streamer]) -> Iterator[list
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _nonfinite_sides(acc: ChannelSums, ch: ChannelChanges) -> tuple[str, ...]:
-    if not bool(ch.nonfinite.any()):
-        return ()
-    sides = tuple(side for side, x in (("base", acc.a2), ("fine-tuned", acc.c2)) if not bool(x.isfinite().all()))
-    return sides or ("fine-tuned",)   # finite norms, overflowing difference: huge fine-tuned values
+def _nonfinite_norms(acc: ChannelSums) -> tuple[str, ...]:
+    return tuple(side for side, x in (("base", acc.a2), ("fine-tuned", acc.c2)) if not bool(x.isfinite().all()))

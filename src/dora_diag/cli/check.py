@@ -9,6 +9,7 @@ import click
 from ..options import (AXES, CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS, CHECK_TRIAL_SEEDS, DEFAULT_BLOCK_BYTES,
                        DEVICES)
 from ..outputs.paths import check_outputs
+from .executors import executor_kwargs, executor_options
 from .messages import echo, print_warnings
 from .numbers import MAX_BLOCK_MB, FiniteRange
 from .progress import BarProgress
@@ -78,9 +79,10 @@ def _trial_progress(label: str, quiet: bool):
 @click.option("--allow-partial", is_flag=True, help="Compare an adapter's tensors found in BASE even when some are not.")
 @click.option("--block-mb", type=FiniteRange(min=0, max=MAX_BLOCK_MB, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
               show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
+@executor_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no printed verdict.")
 def check_cmd(base, runs, out, json_, min_r, significance, min_units, trial, trial_steps, trial_seeds, data,
-              axis, device, split_fused, allow_partial, block_mb, quiet):
+              axis, device, split_fused, allow_partial, block_mb, executor, ray_address, task_mb, quiet):
     """Will DoRA help? The ΔD–ΔM coupling of each LoRA RUN against BASE, with a decision.
 
     Each RUN is [LABEL=]PATH: a PEFT adapter directory, a run directory of checkpoint-N/
@@ -99,7 +101,8 @@ def check_cmd(base, runs, out, json_, min_r, significance, min_units, trial, tri
     thresholds = {"min_r": min_r, "alpha": significance, "min_units": min_units}
     analysis = run_check(base, *runs, **thresholds, axis=axis, device=device, split_fused=split_fused,
                          allow_partial=allow_partial,
-                         block_bytes=max(1, int(block_mb * 2**20)), progress=BarProgress("checking", not quiet))
+                         block_bytes=max(1, int(block_mb * 2**20)), progress=BarProgress("checking", not quiet),
+                         **executor_kwargs(executor, ray_address, task_mb))
     print_warnings(analysis, quiet)
     if trial:
         analysis.verdicts = verdict(analysis, **thresholds,

@@ -9,6 +9,7 @@ import click
 from ..errors import InputError
 from ..options import AXES, DEFAULT_BLOCK_BYTES, DEVICES
 from ..outputs.paths import check_outputs
+from .executors import executor_kwargs, executor_options
 from .messages import echo, print_warnings
 from .numbers import MAX_BLOCK_MB, FiniteRange
 from .progress import BarProgress
@@ -54,8 +55,10 @@ def _print_summary(analysis) -> None:
               show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
 @click.option("--figures", type=click.Path(file_okay=False),
               help="Write every report figure into this directory as PNG and SVG (needs kaleido and Chromium).")
+@executor_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, allow_partial, block_mb, figures, quiet):
+def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, allow_partial, block_mb, figures,
+                executor, ray_address, task_mb, quiet):
     """Compare FINETUNED checkpoints (or run directories, or PEFT adapters) with BASE.
 
     BASE is a model directory (model.safetensors or shards with an index) or a .safetensors
@@ -74,7 +77,8 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, all
         check_renderer()   # before the comparison, not after it
     analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
                            split_fused=opts.split_fused, block_bytes=max(1, int(opts.block_mb * 2**20)),
-                           progress=BarProgress("comparing", not opts.quiet), allow_partial=allow_partial)
+                           progress=BarProgress("comparing", not opts.quiet), allow_partial=allow_partial,
+                           **executor_kwargs(executor, ray_address, task_mb))
     print_warnings(analysis, opts.quiet)
     if opts.csv:
         analysis.to_csv(opts.csv)

@@ -1,0 +1,76 @@
+"""The local executor: every planned tensor streamed on this machine (today's path).
+
+On CPU several tensors stream at once (``metrics.device.cpu_streams``), each in its own thread,
+and torch's intra-op thread count is divided among them while they run.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import closing
+from typing import Callable, Iterator
+
+import torch
+
+from ...metrics.device import cpu_streams, intra_op_threads, resolve_device
+from ..stream import Streamer, TargetResult, run_all
+from .job import Job, Opened
+
+
+class LocalExecutor:
+    kind = "local"
+
+    def __init__(self) -> None:
+        self.device_label = ""
+
+    def results(self, job: Job, opened: Opened, advance: Callable[[int], None]) -> Iterator[list[TargetResult]]:
+        """Each planned tensor's results, in plan order; ``advance(nbytes)`` as bytes are read."""
+        dev = resolve_device(job.device)
+        self.device_label = device_label(dev)
+        # Adapter sources cache one tensor's factors at a time: their tensors go one by one.
+        streams = cpu_streams(dev) if all(s.kind == "full" for _, s in opened.sources) else 1
+        advance = _serialized(advance)
+        streamers = [Streamer(opened.reader, dev, job.axis, job.block_bytes, advance) for _ in range(streams)]
+        if stream_bytes(opened) > available_memory() // 2:
+            # The page cache cannot keep this stream anyway: reading it through would evict
+            # everything else first (and cost reclaim work, ~15% on a 28 GB pair in 24 GB).
+            for r in [opened.reader] + [s.reader for _, s in opened.sources if s.kind == "full"]:
+                r.drop_behind = True
+        with intra_op_threads(torch.get_num_threads() // streams), \
+                closing(run_all(opened.plan.tensors, streamers)) as all_results:
+            yield from all_results
+
+    def meta(self) -> dict:
+        return {"kind": self.kind}
+
+
+def device_label(dev: torch.device) -> str:
+    """The device as the JSON records it (with the GPU's name)."""
+    return str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})"
+
+
+def stream_bytes(opened: Opened) -> int:
+    """Bytes the planned tensors stream: each base tensor and every full checkpoint's counterpart."""
+    return sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in opened.plan.tensors)
+
+
+def _serialized(fn: Callable[[int], None]) -> Callable[[int], None]:
+    """``fn`` callable from several streaming threads (a progress bar is not thread-safe)."""
+    lock = threading.Lock()
+
+    def call(n: int) -> None:
+        with lock:
+            fn(n)
+    return call
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo in bytes; unknown (not Linux) counts as unlimited."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
