@@ -44,11 +44,10 @@ def verdicts(analysis) -> list[dict]:
     return found if found is not None else analysis.meta.get("verdicts", [])
 
 
-def decisions(base: str, runs: dict[str, str], trials: dict[str, dict] | None = None) -> dict:
-    """``dora_diag.check(base, LABEL=DIR, ...)``: {label: verdict fields + pooled stats}."""
-    options = {"trials": trials} if trials else {}
+def decisions(base: str, runs: dict[str, str], trials: dict[str, dict] | None = None, **options) -> dict:
+    """``dora_diag.check(base, LABEL=DIR, ..., **options)``: {label: verdict fields + pooled stats}."""
     analysis = dora_diag.check(base, *(f"{label}={path}" for label, path in runs.items()), device="cpu",
-                               **options)
+                               trials=trials, **options)
     out = {}
     for v in verdicts(analysis):
         out[v["run"]] = {**{k: v.get(k) for k in VERDICT_FIELDS}, "stats": pooled_stats(analysis, v["run"])}

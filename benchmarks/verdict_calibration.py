@@ -36,7 +36,6 @@ from calibration_settings import SETTINGS, Setting, materialize  # noqa: E402
 
 from dora_diag.outputs.atomic import write_atomic  # noqa: E402
 
-METHODS = ("ft", "lora", "dora")
 LABELS = {"ft": "FT", "lora": "LoRA", "dora": "DoRA"}
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "verdict-calibration.md"
 DEFAULT_WORK = Path.home() / ".cache" / "dora-diag-calibration"
@@ -55,13 +54,14 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def seed_record(setting: Setting, fields: dict, base: str, dirs: dict[str, str], seed: int) -> dict:
+def seed_record(setting: Setting, base: str, dirs: dict[str, str], seed: int) -> dict:
     """One seed's matched runs, their summaries and the verdicts on them."""
     log(f"checking {setting.name} seed {seed}")
     labelled = {LABELS[m]: d for m, d in dirs.items()}
+    options = setting.check_options
     return {"seed": seed, "dirs": dirs, "runs": {m: run_summary(Path(d)) for m, d in dirs.items()},
-            "alone": api.decisions(base, {"LoRA": dirs["lora"]})["LoRA"],
-            "together": api.decisions(base, labelled) if len(labelled) > 1 else {}}
+            "alone": api.decisions(base, {"LoRA": dirs["lora"]}, **options)["LoRA"],
+            "together": api.decisions(base, labelled, **options)}
 
 
 def trial_cached(setting: Setting, work: Path, base: str, lora_run: str) -> dict:
@@ -78,9 +78,9 @@ def trial_cached(setting: Setting, work: Path, base: str, lora_run: str) -> dict
     return result
 
 
-def run_setting(setting: Setting, work: Path, command: str, methods: tuple[str, ...]) -> dict:
-    """Train (LoRA and DoRA of every seed first, then the trial, then FT: the essentials before the
-    reference), then check each seed."""
+def run_setting(setting: Setting, work: Path, command: str, ft_seeds: int | None) -> dict:
+    """Train (LoRA and DoRA of every seed first, then the trial, then FT for the first ``ft_seeds``
+    seeds, all if None: the essentials before the reference), then check each seed."""
     fields = materialize(setting, work)
     dirs = {seed: {} for seed in setting.seeds}
     for method in ("lora", "dora"):
@@ -89,13 +89,13 @@ def run_setting(setting: Setting, work: Path, command: str, methods: tuple[str, 
     first = dirs[setting.seeds[0]]["lora"]
     base = base_of(Path(first), fields["model"])
     trial = trial_cached(setting, work, base, first)
-    for seed in setting.seeds if "ft" in methods else ():
+    for seed in setting.seeds[:ft_seeds]:
         dirs[seed]["ft"] = str(train_cached(work, setting.name, fields, "ft", setting.lr["ft"], seed, log))
-    records = [seed_record(setting, fields, base_of(Path(d["lora"]), fields["model"]), d, seed)
+    records = [seed_record(setting, base_of(Path(d["lora"]), fields["model"]), d, seed)
                for seed, d in dirs.items()]
-    with_trial = api.decisions(base, {"LoRA": first}, trials={"LoRA": trial})["LoRA"]
+    with_trial = api.decisions(base, {"LoRA": first}, trials={"LoRA": trial}, **setting.check_options)["LoRA"]
     return {"setting": setting.name, "description": setting.description, "command": command,
-            "fields": fields, "lr": setting.lr, "seeds": list(setting.seeds), "methods": list(methods),
+            "fields": fields, "lr": setting.lr, "seeds": list(setting.seeds),
             "records": records, "trial": trial, "with_trial": with_trial,
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="all")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"run cache (default {DEFAULT_WORK})")
     parser.add_argument("--out", type=Path, default=REPORT)
-    parser.add_argument("--skip-ft", action="store_true", help="no full fine-tuning reference runs")
+    parser.add_argument("--ft-seeds", type=int, default=None,
+                        help="full fine-tuning reference runs for the first N seeds only (default: all)")
     args = parser.parse_args(argv)
-    methods = ("lora", "dora") if args.skip_ft else METHODS
     # One thread: on a shared, loaded CPU two threads made steps several times slower; the
     # trial's runs inherit it (its trainer keeps torch's count for models above 20M parameters).
     torch.set_num_threads(1)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/verdict_calibration.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     names = list(SETTINGS) if args.setting == "all" else [args.setting]
     for name in names:
-        result = run_setting(SETTINGS[name], args.work, command, methods)
+        result = run_setting(SETTINGS[name], args.work, command, args.ft_seeds)
         write_atomic(args.work / name / "results.json", json.dumps(result, indent=1) + "\n")
     results = [json.loads(p.read_text(encoding="utf-8")) for name in SETTINGS
                if (p := args.work / name / "results.json").is_file()]

@@ -20,8 +20,9 @@ def _record(seed, lora_loss, dora_loss):
 
 
 def _result():
-    return {"setting": "toy", "description": "a toy setting", "command": "python benchmarks/verdict_calibration.py "
-            "--setting toy", "fields": {"steps": 10, "targets": ["q", "v"]}, "lr": {"ft": 1e-3, "lora": 4e-3, "dora": 4e-3},
+    return {"setting": "toy", "description": "a toy setting",
+            "command": "python benchmarks/verdict_calibration.py --setting toy",
+            "fields": {"steps": 10, "targets": ["q", "v"]}, "lr": {"ft": 1e-3, "lora": 4e-3, "dora": 4e-3},
             "seeds": [0, 1, 2], "finished": "today",
             "records": [_record(0, 1.0, 1.1), _record(1, 1.0, 1.12), _record(2, 1.0, 1.09)],
             "trial": {"settings": {"steps": 5}, "difference": {"per_seed": [0.1, 0.12]}, "summary": "DoRA raised it"},
