@@ -29,6 +29,11 @@ def test_derived_attributes_agree_with_the_table():
             if table.search(name) or name.endswith(("lm_head", "q_proj", "out_proj")):
                 assert is_transposed(model_type, name) == bool(table.search(name)), (model_type, name)
     assert conv1d.conv1d_attributes("gpt_bigcode") == frozenset()     # c_attn, but nn.Linear
+    # model types that live in another family's directory (found through its config classes)
+    assert conv1d.conv1d_attributes("clvp_decoder") == {"c_fc", "c_proj"}
+    assert conv1d.conv1d_attributes("openai-gpt") == {"c_attn", "c_proj", "c_fc"}
+    assert conv1d.right_operand_attributes("llama4_text") == {"gate_up_proj", "down_proj"}
+    assert conv1d.right_operand_attributes("mixtral") == frozenset()
     assert conv1d.conv1d_attributes("no_such_model") is None
     assert conv1d.conv1d_attributes("../gpt2") is None
 

@@ -14,9 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 _ASSIGNED = re.compile(r"self\.(\w+)\s*=\s*Conv1D\(")
-_MODULE_DIR = re.compile(r"[a-z0-9_]+")
-# model_type values whose transformers module directory is not the model type itself.
-_SPECIAL_DIRS = {"openai-gpt": "openai", "llama4_text": "llama4"}
+_MODEL_TYPE = re.compile(r"[A-Za-z0-9_-]+")
+_DECLARED = re.compile(r'^\s+model_type = "([A-Za-z0-9_-]+)"', re.M)
 _RIGHT_OPERAND = re.compile(r"(?:bmm\([^\n]*,\s*|@\s*)self\.(\w+)")
 # Leaf names that Conv1D layers use: a checkpoint of unknown type with these cannot be oriented.
 CONV1D_STYLE = re.compile(r"(^|\.)(c_attn|q_attn|c_fc|c_proj)$")
@@ -30,15 +29,28 @@ def _models_dir() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
+@lru_cache(maxsize=1)
+def _declared_dirs() -> dict[str, Path]:
+    """model_type -> its model directory, from the ``model_type = "..."`` of every config class
+    (``clvp_decoder`` lives in ``clvp/``, ``openai-gpt`` in ``openai/``)."""
+    models = _models_dir()
+    found: dict[str, Path] = {}
+    for path in sorted(models.glob("*/configuration_*.py")) if models else []:
+        for model_type in _DECLARED.findall(path.read_text(encoding="utf-8", errors="replace")):
+            found.setdefault(model_type, path.parent)
+    return found
+
+
 @lru_cache(maxsize=256)
 def _modeling_source(model_type: str) -> str | None:
     """The text of ``model_type``'s modeling file(s) in the installed transformers, or None."""
     models = _models_dir()
-    module = _SPECIAL_DIRS.get(model_type, model_type.replace("-", "_"))
-    if models is None or not _MODULE_DIR.fullmatch(module):
+    if models is None or not _MODEL_TYPE.fullmatch(model_type):
         return None
-    directory = models / module
-    sources = sorted(directory.glob("modeling_*.py")) if directory.is_dir() else []
+    directory = models / model_type.replace("-", "_")
+    if not directory.is_dir():
+        directory = _declared_dirs().get(model_type)
+    sources = sorted(directory.glob("modeling_*.py")) if directory else []
     if not sources:
         return None
     return "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in sources)

@@ -41,12 +41,14 @@ WRAPPER_PREFIXES = ("base_model.model.", "model.", "transformer.", "bert.", "rob
 # GPT-2 style Conv1D stores weights (in, out), the transpose of nn.Linear (see ``conv1d``): the
 # families known without transformers installed.
 _GPT2_CONV1D = re.compile(r"(^|\.)(attn|crossattention)\.(c_attn|q_attn|c_proj)$|(^|\.)mlp\.(c_fc|c_proj)$")
+_CLVP_CONV1D = re.compile(r"(^|\.)mlp\.(c_fc|c_proj)$")
 TRANSPOSED_MODULES: dict[str, re.Pattern] = {
     "gpt2": _GPT2_CONV1D,
     "openai-gpt": _GPT2_CONV1D,
     "imagegpt": _GPT2_CONV1D,
     "decision_transformer": _GPT2_CONV1D,
-    "clvp": re.compile(r"(^|\.)mlp\.(c_fc|c_proj)$"),
+    "clvp": _CLVP_CONV1D,           # its decoder's MLP only
+    "clvp_decoder": _CLVP_CONV1D,
 }
 # Families with Conv1D-style names (c_attn, c_proj, ...) that are nn.Linear, stored (out, in).
 LINEAR_WITH_CONV1D_NAMES = frozenset({"gpt_bigcode"})
