@@ -120,3 +120,16 @@ def test_stored_experts_split_gate_and_up():
     assert fused_groups("mixtral", "layers.0.mlp.experts.down_proj", {}, 8, expert=True) is None
     with pytest.raises(InputError, match="not \\[gate, up\\]"):
         fused_groups("mixtral", "layers.0.mlp.experts.gate_up_proj", {}, 7, expert=True)
+
+
+def test_split_fused_on_an_unknown_layout_is_one_line_exit_2(tmp_path, capsys):
+    from ckpt_helpers import write_checkpoint
+    from cli_helpers import assert_one_line_error, call
+
+    w = {"model.layers.0.self_attn.qkv_proj.weight": torch.randn(48, 16)}
+    cfg = {"model_type": "mystery", "hidden_size": 16, "num_attention_heads": 2}
+    base = write_checkpoint(tmp_path / "base", w, cfg)
+    ft = write_checkpoint(tmp_path / "ft", {k: v + 0.01 for k, v in w.items()}, cfg)
+    code, _, err = call(capsys, "compare", "-q", str(base), str(ft), "--split-fused")
+    assert_one_line_error(code, err, "no known row layout of 'qkv_proj' for model type 'mystery'")
+    assert call(capsys, "compare", "-q", str(base), str(ft))[0] == 0
