@@ -100,6 +100,7 @@ def make_plan(base: Checkpoint, checkpoints: list[tuple[CheckpointRef, FineTuned
         _add_targets(tensors, ref, source, skipped, unmatched, unscaled, rename)
         if source.kind != "full" and not allow_partial:
             _refuse_partial(ref, source, unmatched)
+        skipped.extend({**s, "run": ref.run, "checkpoint": ref.name} for s in source.skipped)
     compared = [p for t in tensors.values() if t.targets for p in (_per_expert(t) if t.view == "experts" else [t])]
     skipped_per_checkpoint = {s["tensor"] for s in skipped if "run" in s}
     for t in tensors.values():
