@@ -1,11 +1,14 @@
 """The report in a real headless Chromium: loads offline, every figure draws, nothing injected runs."""
 
 import os
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from dora_diag import report
 from dora_diag.report.browser import Browser, find_chromium
 
 from .conftest import XSS, synthetic_analysis
@@ -137,9 +140,23 @@ def test_colour_buttons_swap_layer_and_step(browser, tmp_path):
     assert got["legend"][1:] == ["size: layer 0", "1", "2", "3"]
 
 
-def _heading_id(path, title: str) -> str:
-    import re
+def test_printing_keeps_a_layout_wide_enough_for_the_panels(browser, tmp_path):
+    """Printed, every figure is laid out at the print stylesheet's page width (not the paper's
+    narrower one, where three panel titles collide), and back to the window's width after."""
+    path = tmp_path / "report.html"
+    synthetic_analysis(runs=("FT", "LoRA", "DoRA")).to_html(path)
+    css = (Path(report.__file__).parent / "assets" / "report.css").read_text()
+    page_width = int(re.search(r"main \{ width: (\d+)px", css.split("@media print")[1]).group(1))
+    probe = """(() => { const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+      const widths = () => plots.map(p => p._fullLayout.width);
+      const screen = widths(); window.dispatchEvent(new Event('beforeprint')); const printed = widths();
+      window.dispatchEvent(new Event('afterprint'));
+      return JSON.stringify({screen, printed, after: widths()}); })()"""
+    got = browser.open(path, probe=probe).probe
+    assert set(got["printed"]) == {page_width} and got["after"] == got["screen"] != got["printed"]
 
+
+def _heading_id(path, title: str) -> str:
     return re.search(rf'<h2 id="(s\d+)">{title}', path.read_text(encoding="utf-8")).group(1)
 
 

@@ -4,7 +4,7 @@
 // and data-rendered (figure count) when all are drawn, data-render-error on failure.
 (function () {
   var divs = Array.prototype.slice.call(document.querySelectorAll("div.figure[data-fig]"));
-  var config = {responsive: true, displaylogo: false, toImageButtonOptions: {format: "svg"}};
+  var config = {responsive: false, displaylogo: false, toImageButtonOptions: {format: "svg"}};
   var body = document.body;
   function draw(i) {
     if (i === divs.length) {
@@ -23,4 +23,17 @@
     });
   }
   draw(0);
+  // Figures follow the window's width; printed, they are laid out at PRINT_WIDTH (the print
+  // stylesheet's page width, wide enough for three panels' titles) and the page is scaled down.
+  var PRINT_WIDTH = 1040, pending = null;
+  function each(update) { divs.forEach(function (div) { if (div.layout) Plotly.relayout(div, update); }); }
+  window.addEventListener("beforeprint", function () { each({width: PRINT_WIDTH}); });
+  window.addEventListener("afterprint", function () { each({width: null, autosize: true}); });
+  window.addEventListener("resize", function () {
+    if (window.matchMedia("print").matches) return;
+    clearTimeout(pending);
+    pending = setTimeout(function () {
+      divs.forEach(function (div) { if (div.layout) Plotly.Plots.resize(div); });
+    }, 100);
+  });
 })();
