@@ -93,3 +93,23 @@ def test_statistics_are_computed_once_per_analysis(monkeypatch):
     a.stats("module"), a.stats("run")
     a.figure("scatter", module="q_proj")
     assert len(calls) == 1
+
+
+def test_by_expert_view_fits_each_expert_apart():
+    rows = []
+    for expert in range(3):
+        for layer in range(4):
+            dd = 1e-6 * (layer + 1) * (expert + 1)
+            rows.append({"run": "FT", "step": 1, "checkpoint": "c", "tensor": f"layers.{layer}.experts.{expert}.w1.weight",
+                         "layer": layer, "module": "experts.w1", "expert": expert, "group": "", "rows": 4, "cols": 4,
+                         "dtype": "F32", "delta_m": 3e-3 * (layer + 1) + 1e-4 * expert * layer ** 2, "delta_d": dd,
+                         "rel_delta_m": 0.0, "zero_rows": 0, "flags": ""})
+    a = Analysis(build_table(rows), {"runs": [{"label": "FT", "method": "ft"}]})
+    by_expert = a.stats("expert")
+    assert by_expert["expert"].tolist() == [0, 1, 2] and by_expert["n"].tolist() == [4, 4, 4]
+    for e, row in by_expert.set_index("expert").iterrows():
+        g = a.table[a.table["expert"] == e]
+        assert row["pearson_r"] == pytest.approx(fit(g["delta_d"].to_numpy(), g["delta_m"].to_numpy())["pearson_r"])
+    assert a.stats("module")["n"].tolist() == [12, 12]   # pooled within the module type by default
+    assert "by_expert" in a.summary()["stats"]
+    assert "by_expert" not in Analysis(_table({"q_proj": [(1e-6, 1e-3)] * 3}), {"runs": [{"label": "FT"}]}).summary()["stats"]

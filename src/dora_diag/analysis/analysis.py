@@ -9,9 +9,9 @@ import pandas as pd
 
 from ..outputs.atomic import write_atomic
 from ..outputs.tabular import dump_json, frame_records, table_csv
-from .stats import POOLED, fit_points, layer_stats, module_stats
+from .stats import POOLED, expert_stats, fit_points, layer_stats, module_stats
 
-BY = ("module", "layer", "run")
+BY = ("module", "layer", "run", "expert")
 
 
 @dataclass
@@ -41,12 +41,13 @@ class Analysis:
         ``p_method``; the naive Fisher-z CI and t-test p (``naive_*``, points taken as
         independent), Spearman ρ, OLS slope and intercept. ``by="run"``: the pooled rows alone.
         ``by="layer"``: one descriptive fit per layer over its (module, checkpoint) points.
+        ``by="expert"``: MoE experts apart (pooled within their module type otherwise).
         """
         if by not in BY:
             raise ValueError(f"by must be one of {BY}, not {by!r}")
         key = "layer" if by == "layer" else "module"
         if key not in self._stats:
-            compute = layer_stats if key == "layer" else module_stats
+            compute = {"layer": layer_stats, "module": module_stats, "expert": expert_stats}[key]
             self._stats[key] = compute(self.table, self.methods, self.runs)
         out = self._stats[key]
         if by == "run":
@@ -85,6 +86,8 @@ class Analysis:
                 "by_layer": frame_records(self.stats("layer")),
             },
         }
+        if "expert" in self.table.columns and self.table["expert"].notna().any():
+            out["stats"]["by_expert"] = frame_records(self.stats("expert"))
         if self.verdicts is not None:
             out["verdicts"] = self.verdicts
         return out

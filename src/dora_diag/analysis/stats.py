@@ -128,6 +128,20 @@ def module_stats(table: pd.DataFrame, methods: dict[str, str], runs: list[str]) 
     return pd.DataFrame.from_records(records, columns=MODULE_COLUMNS)
 
 
+def expert_stats(table: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:
+    """The ``--by-expert`` view: one row per run x module type x expert of MoE layers (tensors with
+    an expert index), each fit over that expert's (layer, checkpoint) points."""
+    pts = fit_points(table)
+    pts = pts[pts["expert"].notna()] if "expert" in pts.columns else pts.iloc[:0]
+    records = []
+    for run in runs:
+        rp = pts[pts["run"] == run]
+        for (module, expert), g in rp.groupby(["module", "expert"], sort=True):
+            records.append({**_record(run, methods, module, g), "expert": int(expert)})
+    columns = MODULE_COLUMNS[:3] + ["expert"] + MODULE_COLUMNS[3:]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
 def _record(run: str, methods: dict, module: str, g: pd.DataFrame) -> dict:
     cube = make_cube(g)
     naive = fit(*_standardized(g)) if module == POOLED else fit(g["delta_d"].to_numpy(), g["delta_m"].to_numpy())

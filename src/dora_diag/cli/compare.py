@@ -29,15 +29,17 @@ class CompareOptions:
     block_mb: float
 
 
-def _print_summary(analysis) -> None:
-    """Per run and module type: the paper's r and the detrended partial r with its layer-level p."""
+def _print_summary(analysis, by_expert: bool = False) -> None:
+    """Per run and module type (and MoE expert with ``by_expert``): the paper's r and the
+    detrended partial r with its layer-level p."""
     from ..analysis.verdict import coupling_text
 
-    stats = analysis.stats("module")
+    stats = analysis.stats("expert" if by_expert else "module")
     for run, g in stats.groupby("run", sort=False):
         echo(f"{run} ({g['method'].iloc[0]}):")
         for _, r in g.iterrows():
-            echo(f"  {r['module']:<28} n={r['n']:<4} {coupling_text(r)}")
+            label = f"{r['module']}[{r['expert']}]" if by_expert else r["module"]
+            echo(f"  {label:<28} n={r['n']:<4} {coupling_text(r)}")
 
 
 @click.command("compare")
@@ -56,9 +58,10 @@ def _print_summary(analysis) -> None:
 @click.option("--figures", type=click.Path(file_okay=False),
               help="Write every report figure into this directory as PNG and SVG (needs kaleido and Chromium).")
 @executor_options
+@click.option("--by-expert", is_flag=True, help="Summarise MoE experts one by one (the JSON has them as by_expert).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, allow_partial, block_mb, figures,
-                executor, ray_address, task_mb, quiet):
+                executor, ray_address, task_mb, by_expert, quiet):
     """Compare FINETUNED checkpoints (or run directories, or PEFT adapters) with BASE.
 
     BASE is a model directory (model.safetensors or shards with an index) or a .safetensors
@@ -95,4 +98,4 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, all
         if not opts.quiet:
             echo(f"{len(written)} figure files written to {figures}")
     if not opts.quiet:
-        _print_summary(analysis)
+        _print_summary(analysis, by_expert)
