@@ -7,7 +7,7 @@ import pytest
 peft_other = pytest.importorskip("peft.utils.other")
 
 from dora_diag.errors import InputError  # noqa: E402
-from dora_diag.io.peft_config import pattern_value  # noqa: E402
+from dora_diag.io.peft_config import full_match, pattern_value  # noqa: E402
 
 PATHS = ["model.layers.0.self_attn.q_proj", "model.layers.11.mlp.down_proj", "encoder.layer.3.attention.self.query",
          "q_proj", "model.layers.1.self_attn.v_proj"]
@@ -25,3 +25,17 @@ def test_same_key_as_peft(patterns, path):
 def test_catastrophic_backtracking_is_an_input_error_naming_the_key():
     with pytest.raises(InputError, match=r"cfg.json: rank_pattern key '\(a\|aa\)\+\$' takes over 0.25 s to match"):
         pattern_value({"(a|aa)+$": 4}, "a" * 60 + "b", 8, "cfg.json: rank_pattern key")
+
+
+@pytest.mark.parametrize("pattern,name,expected", [(r".*\.q_proj", "model.layers.0.q_proj", True),
+                                                   ("q_proj", "model.layers.0.q_proj", False),
+                                                   (r"layers\.\d+\.(q|v)_proj", "layers.3.v_proj", True)])
+def test_full_match_is_re_fullmatch(pattern, name, expected):
+    import re
+
+    assert full_match(pattern, name) is expected is (re.fullmatch(pattern, name) is not None)
+
+
+def test_full_match_is_bounded_in_time():
+    with pytest.raises(InputError, match="target pattern '\\(a\\|aa\\)\\+' takes over"):
+        full_match("(a|aa)+", "a" * 60 + "b")

@@ -6,6 +6,7 @@ changes numbers) must still give outputs without NaN text and with every gap fla
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import shutil
@@ -236,3 +237,90 @@ def test_config_json_mutations_with_split_fused(tmp_path, capsys):
     with memory_limit():
         fuzz(capsys, tmp_path, tmp_path / "base" / "config.json", mutants,
              [str(tmp_path / "base"), str(tmp_path / "ft"), "--split-fused"])
+
+
+# ---- deep and huge JSON, names that are not UTF-8 (issue 13) -----------------------------------
+
+MARKER = "@@BOMB@@"
+BOMBS = ["[" * 100_000 + "]" * 100_000, "{\"a\":" * 5000 + "1" + "}" * 5000, "1" * 5000, "-" + "9" * 401, "1e400",
+         '"\\udc80"', '"\\ud800x"', '"\\u0000\\u001b]0;x\\u0007"', "[" + ",".join(["0"] * 300_000) + "]"]
+
+
+def bomb(raw: bytes, rng: random.Random) -> bytes:
+    """One randomly chosen value of a JSON document replaced by a hostile literal: nesting past any
+    recursion limit, integers past Python's conversion limit, lone surrogates, control characters,
+    hundreds of thousands of values."""
+    doc = confuse(json.loads(raw), random.Random(rng.random()))   # a random position, any type
+    containers = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            containers.extend((node, k) for k in node)
+            list(map(walk, node.values()))
+        elif isinstance(node, list):
+            containers.extend((node, i) for i in range(len(node)))
+            list(map(walk, node))
+
+    walk(doc)
+    if not containers:
+        return raw
+    node, key = rng.choice(containers)
+    node[key] = MARKER
+    return json.dumps(doc).replace(f'"{MARKER}"', rng.choice(BOMBS)).encode()
+
+
+def header_bomb(raw: bytes, rng: random.Random) -> bytes:
+    n = header_len(raw)
+    header = bomb(raw[8:n], rng)
+    return len(header).to_bytes(8, "little") + header + raw[n:]
+
+
+def test_json_bombs_in_every_file_read(models, tmp_path, capsys):
+    base, merged, sharded, adapter = models
+    rng = random.Random(14)
+    ft, sh, ad = _copy(merged, tmp_path / "ft"), _copy(sharded, tmp_path / "sh"), _copy(adapter, tmp_path / "ad")
+    targets = [(ft / "model.safetensors", header_bomb, [str(base), str(ft)]),
+               (ft / "config.json", bomb, [str(base), str(ft)]),
+               (sh / "model.safetensors.index.json", bomb, [str(base), str(sh)]),
+               (ad / "adapter_config.json", bomb, [str(base), str(ad)]),
+               (ad / "adapter_model.safetensors", header_bomb, [str(base), str(ad)])]
+    for target, mutate, argv in targets:
+        fuzz(capsys, tmp_path, target, [lambda raw, m=mutate: m(raw, rng)] * 12, argv)
+
+
+def test_json_bombs_in_training_logs_never_stop_the_run(models, tmp_path, capsys):
+    """Logs are informative: a hostile record is left out with a warning, the run exits 0."""
+    base, merged, _, _ = models
+    run = tmp_path / "run"
+    _copy(merged, run / "checkpoint-5")
+    state = run / "checkpoint-5" / "trainer_state.json"
+    state.write_text(json.dumps({"global_step": 5, "log_history": [{"step": 1, "loss": 2.0}, {"step": 5, "loss": 1.0}]}))
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 1 / s, "lr": [s]}) for s in (1, 3, 5)))
+    rng = random.Random(15)
+    for target in (run / "metrics.jsonl", state):
+        pristine = target.read_bytes()
+        for _ in range(10):
+            if target.suffix == ".jsonl":   # one bad line among good ones
+                lines = pristine.splitlines()
+                i = rng.randrange(len(lines))
+                target.write_bytes(b"\n".join([*lines[:i], bomb(lines[i], rng), *lines[i + 1:]]))
+            else:
+                target.write_bytes(bomb(pristine, rng))
+            code, err = run_guarded(capsys, "compare", str(base), str(run), "-q")
+            assert code == 0, err
+        target.write_bytes(pristine)
+
+
+NAMES = [b"caf\xe9", b"\xff", b"\x80\x81", b"ok-\xc3\xa9-\xe9", b"\xed\xa0\x80", b"tab\tand\x1b[2J"]
+
+
+def test_non_utf8_and_control_names_of_runs(models, tmp_path, capsys):
+    base, merged, _, _ = models
+    for i, raw in enumerate(NAMES):
+        run = _copy(merged, Path(os.fsdecode(bytes(tmp_path) + b"/" + raw)))
+        csv, js = tmp_path / f"t{i}.csv", tmp_path / f"s{i}.json"
+        code, err = run_guarded(capsys, "compare", str(base), str(run), "-q", "--csv", str(csv), "--json", str(js))
+        assert code == 0, err
+        csv.read_text(encoding="utf-8")
+        json.loads(js.read_text(encoding="utf-8"))
+        shutil.rmtree(run)

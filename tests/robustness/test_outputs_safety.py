@@ -172,3 +172,11 @@ def test_mode_000_directory(pair, tmp_path, capsys):
     finally:
         f.chmod(0o755)
     assert_one_line_error(code, err, "Permission denied")
+
+
+def test_verify_refuses_an_output_inside_its_inputs(pair, tmp_path, capsys):
+    b, f = pair
+    before = _digest(tmp_path)
+    code, _, err = call(capsys, "verify", str(b), str(f), "--json", str(f / "config.json"))
+    assert_one_line_error(code, err, "--json would write into the input")
+    assert _digest(tmp_path) == before

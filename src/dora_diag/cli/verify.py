@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..outputs.atomic import check_writable
+from ..outputs.paths import check_outputs
 from .messages import echo
 
 # Exit code for "the check ran and found problems", distinct from bad input (2) and bugs (1).
@@ -34,8 +34,7 @@ def verify_cmd(base, merged, adapter, json_, rtol, quiet):
     """
     from ..analysis.verify import verify
 
-    if json_:
-        check_writable(json_)
+    check_outputs({"--json": json_}, [p for p in (base, merged, adapter) if p])
     result = verify(base, merged, adapter, rtol=rtol)
     if json_:
         result.to_json(json_)

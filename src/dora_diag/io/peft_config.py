@@ -74,13 +74,23 @@ def pattern_value(patterns: dict, module_path: str, default, where: str = "patte
 def _pattern_key(patterns: dict, module_path: str, where: str) -> str:
     """PEFT's ``get_pattern_key``: the first key K with ``(.*\\.)?(K)$`` matching the path."""
     for key in patterns:
-        try:
-            if regex.match(rf"(.*\.)?({key})$", module_path, timeout=MATCH_SECONDS):
-                return key
-        except TimeoutError:
-            raise InputError(f"{where} {key!r} takes over {MATCH_SECONDS} s to match {module_path!r} "
-                             "(catastrophic backtracking); simplify the pattern") from None
+        if _bounded(regex.match, rf"(.*\.)?({key})$", key, module_path, where):
+            return key
     return module_path
+
+
+def full_match(pattern: str, name: str, where: str = "target pattern") -> bool:
+    """``re.fullmatch(pattern, name)`` bounded in time like ``pattern_value`` (PEFT's target_modules
+    given as one regular expression)."""
+    return _bounded(regex.fullmatch, pattern, pattern, name, where)
+
+
+def _bounded(match, compiled: str, key: str, name: str, where: str) -> bool:
+    try:
+        return match(compiled, name, timeout=MATCH_SECONDS) is not None
+    except TimeoutError:
+        raise InputError(f"{where} {key!r} takes over {MATCH_SECONDS} s to match {name!r} "
+                         "(catastrophic backtracking); simplify the pattern") from None
 
 
 def read_adapter_config(path: Path) -> AdapterConfig:

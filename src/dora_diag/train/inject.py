@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io.peft_config import pattern_value
+from ..io.peft_config import full_match, pattern_value
 from ..options import ADAPTER_METHODS
 from .dense import features, is_dense, with_weight_out_in
 from .layers import (AdapterLayer, DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear,
@@ -72,7 +72,7 @@ class AdapterConfig:
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:
     """PEFT-style match of a dotted module name: suffix match on a dot boundary, or full regex."""
-    return any(name == p or name.endswith("." + p) or re.fullmatch(p, name) for p in patterns)
+    return any(name == p or name.endswith("." + p) or full_match(p, name) for p in patterns)
 
 
 def _magnitude_only_patterns(cfg: AdapterConfig) -> tuple[str, ...]:
