@@ -9,6 +9,8 @@ from ckpt_helpers import reference_changes
 from dora_diag.metrics.kernels import block_sums, unsure_c2
 from kernel_helpers import kernel
 
+pytestmark = pytest.mark.usefixtures("fast_path")
+
 
 def per_row_reference(a: torch.Tensor, c: torch.Tensor):
     a, c = a.double(), c.double()

@@ -16,6 +16,8 @@ import dora_diag
 from ckpt_helpers import write_checkpoint
 from kernel_helpers import kernel
 
+pytestmark = pytest.mark.usefixtures("fast_path")
+
 settings.register_profile("properties", deadline=None, max_examples=40, derandomize=True)
 PROFILE = settings.get_profile("properties")
 

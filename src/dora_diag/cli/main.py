@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ TERMINATED = "dora-diag: terminated (SIGTERM); no partial output files were left
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dora-diag")
-@click.option("--debug", is_flag=True, help="Show full tracebacks (for bug reports).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and debug lines (for bug reports).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """How did fine-tuning change my weights, and will DoRA help?
@@ -30,6 +31,23 @@ def cli(ctx: click.Context, debug: bool) -> None:
     per output channel) between a base checkpoint and fine-tuned checkpoints or adapters.
     """
     ctx.obj = {"debug": debug}
+    if debug:
+        _debug_lines_on_stderr()
+
+
+class _DebugToStderr(logging.Handler):
+    """Writes to the stderr of the moment (click's test runner swaps it per invocation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"dora-diag: debug: {one_line(self.format(record))}", err=True)
+
+
+def _debug_lines_on_stderr() -> None:
+    """``--debug`` also shows the library's debug lines (e.g. which block kernel runs)."""
+    logger = logging.getLogger("dora_diag")
+    logger.setLevel(logging.DEBUG)
+    if not any(isinstance(h, _DebugToStderr) for h in logger.handlers):
+        logger.addHandler(_DebugToStderr())
 
 
 def _keep_freed_blocks_in_the_heap() -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import fused
+
 # Recompute a channel in fp64 when the direction term keeps less than this share of |d|^2:
 # fp32 sums carry ~1e-6 relative error, so the result keeps ~1e-4 relative accuracy or better.
 REFINE_BELOW = 1e-2
@@ -83,6 +85,9 @@ def block_sums(a: torch.Tensor, c: torch.Tensor, axis: str = "out", scratch: Scr
     With ``d = c - a``: ``p = <d, a + c> = 2 <a, d> + |d|^2`` and ``|c|^2 = |a|^2 + p``, so
     three sums of a and d suffice (see ``unsure_c2`` for where the latter is not enough).
     """
+    one_pass = fused.sums(a, c, axis)
+    if one_pass is not None:
+        return _from_gram(*one_pass)
     rows, cols = a.shape
     if c.dtype not in _PROMOTES:
         c = c.float()
@@ -106,6 +111,11 @@ def block_sums(a: torch.Tensor, c: torch.Tensor, axis: str = "out", scratch: Scr
         torch.mul(a32, d, out=prod[1])
         torch.mul(d, d, out=prod[2])
         a2, ad, d2 = (torch.ones(rows, dtype=torch.float32, device=a.device) @ prod).double()
+    return _from_gram(a2, ad, d2)
+
+
+def _from_gram(a2: torch.Tensor, ad: torch.Tensor, d2: torch.Tensor) -> ChannelSums:
+    """ChannelSums from fp64 ``|a|^2``, ``<a, d>``, ``|d|^2`` per channel."""
     p = 2 * ad + d2
     return ChannelSums(a2, a2 + p, d2, p)
 

@@ -1,0 +1,55 @@
+"""The one-pass block kernel (``_fused.c``), where it was built at install time.
+
+``sums`` returns None wherever the fast path does not apply: the extension could not be
+built (no C compiler when installing), it is switched off (``DORA_DIAG_FAST_KERNEL=0``, or
+``ENABLED = False`` in tests), or the block is not a pair of C-contiguous CPU tensors of one
+of fp32/bf16/fp16. ``kernels.block_sums`` then runs the torch kernel, which gives the same
+numbers to fp32 rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+try:
+    from . import _fused
+except ImportError as e:   # built optionally (setup.py): no compiler, or a platform it does not build on
+    _fused, _MISSING = None, f"{type(e).__name__}: {e}"
+else:
+    _MISSING = None
+
+log = logging.getLogger(__name__)
+
+ENABLED = os.environ.get("DORA_DIAG_FAST_KERNEL", "1") != "0"
+AVAILABLE = _fused is not None
+_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_said = False
+
+
+def _say_once() -> None:
+    """One debug line (shown with ``dora-diag --debug``) on why the fallback runs."""
+    global _said
+    if not _said:
+        _said = True
+        why = f"not built ({_MISSING})" if not AVAILABLE else "switched off (DORA_DIAG_FAST_KERNEL=0)"
+        log.debug("one-pass block kernel %s: using the torch kernel (slower, same results)", why)
+
+
+def sums(a: torch.Tensor, c: torch.Tensor, axis: str) -> torch.Tensor | None:
+    """fp64 (3, channels): ``|a|^2``, ``<a, d>``, ``|d|^2`` per channel of a block pair of shape
+    (rows, cols), ``d = c - a`` in fp32; channels are rows (``axis="out"``, reducing over dim 1)
+    or columns (``"in"``, over dim 0). None where the fast path does not apply (module doc)."""
+    if not (ENABLED and AVAILABLE):
+        _say_once()
+        return None
+    code = _CODES.get(a.dtype)
+    if (code is None or c.dtype != a.dtype or a.shape != c.shape or a.dim() != 2 or a.device.type != "cpu"
+            or c.device.type != "cpu" or not a.is_contiguous() or not c.is_contiguous()):
+        return None
+    rows, cols = a.shape
+    out = torch.zeros(3, rows if axis == "out" else cols, dtype=torch.float64)
+    _fused.sums(a.data_ptr(), c.data_ptr(), rows, cols, code, axis == "out", out.data_ptr())
+    return out
