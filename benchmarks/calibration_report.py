@@ -197,10 +197,13 @@ def findings(results: list[dict]) -> list[str]:
         silent = [f"seed {s} ({d})" for s, d, g in graded if g == NO_CALL]
         verdict = (f"wrong on {', '.join(wrong)}" if wrong else "never wrong") + (
             f"; made no call on {', '.join(silent)}" if silent else "")
-        rows.append(f"* `{r['setting']}`: actual outcome **{actual}**; the heuristic was {verdict}. "
-                    f"Positive pearson_r (the paper's statistic): {sign_counts(r, 'pearson_r')}; positive "
-                    f"within_checkpoint_r: {sign_counts(r, 'within_checkpoint_r')}. The paper's premise is FT "
-                    "negative, LoRA positive, DoRA negative.")
+        t_call = outcome(trial_interval(r["trial"]))
+        lower = sum(d < 0 for d in differences(r))
+        rows.append(f"* `{r['setting']}`: actual outcome **{actual}** (DoRA's eval loss lower in {lower} of "
+                    f"{len(r['records'])} seeds); the heuristic was {verdict}. The trial said {t_call} "
+                    f"({trial_grade(t_call, actual)}); check with the trial: {r['with_trial']['decision']}. "
+                    "Runs with a positive statistic (the paper's premise: FT negative, LoRA positive, DoRA "
+                    + "negative): " + "; ".join(f"{stat} {sign_counts(r, stat)}" for stat in STATISTICS) + ".")
     return rows + [""]
 
 

@@ -24,6 +24,8 @@ import json
 import shlex
 import sys
 import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -41,8 +43,11 @@ REPORT = Path(__file__).resolve().parents[1] / "reports" / "verdict-calibration.
 DEFAULT_WORK = Path.home() / ".cache" / "dora-diag-calibration"
 
 
-def transformers_quiet() -> None:
-    """No per-load weight reports from transformers (the classification head is new by design)."""
+def worker_setup() -> None:
+    """Each worker: one torch thread (on a shared, loaded CPU two threads made steps several
+    times slower; the trial's runs inherit it, as its trainer keeps torch's count for models above
+    20M parameters) and no per-load weight reports from transformers (the head is new by design)."""
+    torch.set_num_threads(1)
     try:
         import transformers
     except ImportError:
@@ -78,26 +83,40 @@ def trial_cached(setting: Setting, work: Path, base: str, lora_run: str) -> dict
     return result
 
 
-def run_setting(setting: Setting, work: Path, command: str, ft_seeds: int | None) -> dict:
-    """Train (LoRA and DoRA of every seed first, then the trial, then FT for the first ``ft_seeds``
-    seeds, all if None: the essentials before the reference), then check each seed."""
-    fields = materialize(setting, work)
+def with_trial(setting: Setting, base: str, lora_run: str, trial: dict) -> dict:
+    return api.decisions(base, {"LoRA": lora_run}, trials={"LoRA": trial}, **setting.check_options)["LoRA"]
+
+
+def train_all(pool: Executor, setting: Setting, fields: dict, work: Path, ft_seeds: int | None):
+    """({seed: {method: run dir}}, trial) — queued essentials first: LoRA and DoRA of each seed,
+    the trial once the seed-0 LoRA run exists, then FT for the first ``ft_seeds`` seeds (all if None)."""
+    def submit(method: str, seed: int) -> Future:
+        return pool.submit(train_cached, work, setting.name, fields, method, setting.lr[method], seed, log)
+
+    futures = {(m, seed): submit(m, seed) for seed in setting.seeds for m in ("lora", "dora")}
+    first = futures[("lora", setting.seeds[0])].result()
+    trial = pool.submit(trial_cached, setting, work, base_of(first, fields["model"]), str(first))
+    futures.update({("ft", seed): submit("ft", seed) for seed in setting.seeds[:ft_seeds]})
     dirs = {seed: {} for seed in setting.seeds}
-    for method in ("lora", "dora"):
-        for seed in setting.seeds:
-            dirs[seed][method] = str(train_cached(work, setting.name, fields, method, setting.lr[method], seed, log))
-    first = dirs[setting.seeds[0]]["lora"]
-    base = base_of(Path(first), fields["model"])
-    trial = trial_cached(setting, work, base, first)
-    for seed in setting.seeds[:ft_seeds]:
-        dirs[seed]["ft"] = str(train_cached(work, setting.name, fields, "ft", setting.lr["ft"], seed, log))
-    records = [seed_record(setting, base_of(Path(d["lora"]), fields["model"]), d, seed)
-               for seed, d in dirs.items()]
-    with_trial = api.decisions(base, {"LoRA": first}, trials={"LoRA": trial}, **setting.check_options)["LoRA"]
+    for (method, seed), future in futures.items():
+        dirs[seed][method] = str(future.result())
+    return dirs, trial.result()
+
+
+def run_setting(setting: Setting, work: Path, command: str, ft_seeds: int | None, jobs: int) -> dict:
+    """Train everything, then check each seed; ``jobs`` worker processes."""
+    fields = materialize(setting, work)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=worker_setup) as pool:
+        dirs, trial = train_all(pool, setting, fields, work, ft_seeds)
+        bases = {seed: base_of(Path(d["lora"]), fields["model"]) for seed, d in dirs.items()}
+        records = [pool.submit(seed_record, setting, bases[seed], d, seed) for seed, d in dirs.items()]
+        first = setting.seeds[0]
+        decided = pool.submit(with_trial, setting, bases[first], dirs[first]["lora"], trial)
+        records = [r.result() for r in records]
+        decided = decided.result()
     return {"setting": setting.name, "description": setting.description, "command": command,
-            "fields": fields, "lr": setting.lr, "seeds": list(setting.seeds),
-            "records": records, "trial": trial, "with_trial": with_trial,
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "fields": fields, "lr": setting.lr, "seeds": list(setting.seeds), "records": records,
+            "trial": trial, "with_trial": decided, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,15 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPORT)
     parser.add_argument("--ft-seeds", type=int, default=None,
                         help="full fine-tuning reference runs for the first N seeds only (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (runs and checks in parallel)")
     args = parser.parse_args(argv)
-    # One thread: on a shared, loaded CPU two threads made steps several times slower; the
-    # trial's runs inherit it (its trainer keeps torch's count for models above 20M parameters).
-    torch.set_num_threads(1)
-    transformers_quiet()
     command = "python benchmarks/verdict_calibration.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     names = list(SETTINGS) if args.setting == "all" else [args.setting]
     for name in names:
-        result = run_setting(SETTINGS[name], args.work, command, args.ft_seeds)
+        result = run_setting(SETTINGS[name], args.work, command, args.ft_seeds, args.jobs)
         write_atomic(args.work / name / "results.json", json.dumps(result, indent=1) + "\n")
     results = [json.loads(p.read_text(encoding="utf-8")) for name in SETTINGS
                if (p := args.work / name / "results.json").is_file()]

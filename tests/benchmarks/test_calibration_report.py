@@ -32,7 +32,9 @@ def _result():
 def test_report_grades_a_wrong_heuristic_and_marks_missing_statistics():
     text = render([_result()])
     assert "python benchmarks/verdict_calibration.py --setting toy" in text.splitlines()[5]
-    assert "actual outcome **DoRA worse**; the heuristic was wrong on seed 0 (dora_likely_helps)" in text
+    assert ("actual outcome **DoRA worse** (DoRA's eval loss lower in 0 of 3 seeds); the heuristic was wrong on "
+            "seed 0 (dora_likely_helps)") in text
+    assert "The trial said no clear difference (wrong)" in text
     assert "| toy | 3 | dora_likely_helps × 3 |" in text
     assert "| DoRA worse | wrong × 3 |" in text
     assert "partial_r [CI] |" in text and "| missing |" in text          # partial_r absent -> "missing"
