@@ -175,3 +175,18 @@ def test_huge_adapter_numbers_are_named(field, value, message, pair, tmp_path, c
                  **{field: value})
     code, _, err = call(capsys, "compare", str(b), str(ad), "-q")
     assert_one_line_error(code, err, message)
+
+
+@pytest.mark.parametrize("index", ["99999999999999999999", "9" * 400, "²", "١٢"])
+def test_absurd_layer_numbers_do_not_crash_the_table(index, tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    names = [Q.format(0), f"model.layers.{index}.self_attn.q_proj.weight"]
+    base = {n: torch.randn(4, 4, generator=g) for n in names}
+    b = write_checkpoint(tmp_path / "b", base)
+    f = write_checkpoint(tmp_path / "f", {n: w + 0.01 for n, w in base.items()})
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = call(capsys, "compare", str(b), str(f), "--csv", str(out / "t.csv"), "--json", str(out / "s.json"),
+                        "--out", str(out / "r.html"))
+    assert code == 0, err
+    assert len((out / "t.csv").read_text(encoding="utf-8").splitlines()) == 3

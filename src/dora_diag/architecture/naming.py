@@ -83,7 +83,9 @@ def _levels(parts: list[str]) -> tuple[int, int, list[Level]]:
 
 
 def _numbered(parts: list[str], i: int) -> bool:
-    return i + 1 < len(parts) and parts[i + 1].isdigit()
+    # ASCII digits only ("²".isdigit() but int() refuses it), and few enough for an int64 column:
+    # an absurd layer number is then part of the module name instead of crashing the table.
+    return i + 1 < len(parts) and parts[i + 1].isascii() and parts[i + 1].isdigit() and len(parts[i + 1]) <= 18
 
 
 def parse_name(name: str) -> TensorName:
