@@ -139,6 +139,7 @@ def _adapted_record(name: str, base: TensorInfo, merged: TensorInfo, a: Agreemen
         return _record(name, "unchanged", "equals the base although the adapter changes it: dropped in the merge",
                        a.rel_deviation, True)
     source = inputs.source
+    a = _agreement(name, base, merged, source, inputs, lambda s, t: inputs.reader.read_rows(merged, s, t), True)
     detail = diagnose(a, source.rank_and_scale(name), source.kind)
     square = len(base.shape) == 2 and base.shape[0] == base.shape[1]
     if detail is None and square and _transposed(name, base, merged, source, inputs):
@@ -148,12 +149,13 @@ def _adapted_record(name: str, base: TensorInfo, merged: TensorInfo, a: Agreemen
 
 
 def _agreement(name: str, base: TensorInfo, merged: TensorInfo, source: FineTunedSource | None,
-               inputs: _Inputs, merged_rows) -> Agreement:
+               inputs: _Inputs, merged_rows, per_channel: bool = False) -> Agreement:
+    """The sums of one pass; ``per_channel`` (a second pass, for mismatches) adds what ``diagnose`` needs."""
     def expected(b, start, stop):
         return b if source is None else source.rows(name, b, start, stop)
 
     sums = stream_sums(base, lambda s, t: inputs.reader.read_rows(base, s, t), merged_rows, expected,
-                       inputs.block_bytes)
+                       inputs.block_bytes, per_channel)
     noise = NOISE_ULPS * max(UNIT_ROUNDOFF[merged.dtype], UNIT_ROUNDOFF[base.dtype])
     return Agreement(sums, noise, inputs.rtol)
 

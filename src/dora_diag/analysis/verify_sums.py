@@ -29,31 +29,33 @@ class Sums:
     moved2: float
     expected2: float
     dot: float
-    by_row: tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # <M,E>, ‖E‖², ‖M‖² per row (rows,)
-    by_col: tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # the same per column (cols,)
+    # <M,E>, ‖E‖², ‖M‖² per row (rows,) and per column (cols,); only when asked for (diagnosis)
+    by_row: tuple[torch.Tensor, ...] = ()
+    by_col: tuple[torch.Tensor, ...] = ()
 
 
 def stream_sums(base: TensorInfo, base_rows: Rows, merged_rows: Rows, expected_rows: Callable,
-                block_bytes: int) -> Sums:
-    """One pass over row blocks; ``expected_rows(b, start, stop)`` maps the base block b to E's rows."""
+                block_bytes: int, per_channel: bool = False) -> Sums:
+    """One pass over row blocks; ``expected_rows(b, start, stop)`` maps the base block b to E's rows.
+    ``per_channel`` adds the row and column sums a diagnosis needs (three more products a block)."""
     rows, cols = base.shape[0], math.prod(base.shape[1:])
     totals = torch.zeros(5, dtype=torch.float64)
-    by_row = [torch.zeros(rows, dtype=torch.float64) for _ in range(3)]
-    by_col = [torch.zeros(cols, dtype=torch.float64) for _ in range(3)]
+    by_row = [torch.zeros(rows, dtype=torch.float64) for _ in range(3 if per_channel else 0)]
+    by_col = [torch.zeros(cols, dtype=torch.float64) for _ in range(3 if per_channel else 0)]
     step = max(1, block_bytes // max(1, cols * base.itemsize))
     for start in range(0, rows, step):
         stop = min(rows, start + step)
         raw = base_rows(start, stop)
-        b = raw.reshape(stop - start, cols).double()
-        e = expected_rows(raw, start, stop).reshape(stop - start, cols).double()
-        m = merged_rows(start, stop).reshape(stop - start, cols).double()
-        d, c = m - e, e - b
-        totals += torch.stack([d.square().sum(), c.square().sum(), (m - b).square().sum(), e.square().sum(),
-                               ((m - b) * c).sum()])
-        for acc, x in zip(by_row, ((m * e).sum(1), e.square().sum(1), m.square().sum(1))):
-            acc[start:stop] = x
-        for acc, x in zip(by_col, ((m * e).sum(0), e.square().sum(0), m.square().sum(0))):
-            acc += x
+        b = raw.reshape(-1).double()
+        e = expected_rows(raw, start, stop).reshape(-1).double()
+        m = merged_rows(start, stop).reshape(-1).double()
+        d, c, moved = m - e, e - b, m - b
+        totals += torch.stack([d.dot(d), c.dot(c), moved.dot(moved), e.dot(e), moved.dot(c)])
+        if per_channel:
+            products = [(x * y).reshape(stop - start, cols) for x, y in ((m, e), (e, e), (m, m))]
+            for acc_row, acc_col, x in zip(by_row, by_col, products):
+                acc_row[start:stop] = x.sum(1)
+                acc_col += x.sum(0)
     return Sums(*totals.tolist(), tuple(by_row), tuple(by_col))
 
 
