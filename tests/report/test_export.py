@@ -73,8 +73,14 @@ def test_figure_writes_image_and_notebook_gets_static_svg(tmp_path, monkeypatch)
     monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")   # what Jupyter uses
     fig = synthetic_analysis().figure("heatmap")
     assert export.to_image(fig, "svg").startswith(b"<svg")
-    bundle = fig._repr_mimebundle_()
-    assert "application/vnd.plotly.v1+json" in bundle and bundle["image/svg+xml"].startswith("<svg")
+    import kaleido
+
+    try:
+        bundle = fig._repr_mimebundle_()
+        assert "application/vnd.plotly.v1+json" in bundle and bundle["image/svg+xml"].startswith("<svg")
+        assert fig._repr_mimebundle_()["image/svg+xml"] == bundle["image/svg+xml"]   # the kept browser, again
+    finally:
+        kaleido.stop_sync_server(silence_warnings=True)
 
 
 @pytest.mark.slow
