@@ -5,7 +5,6 @@ huge JSON."""
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Ctrl-C: exit 130 with one line, and no partial or temporary output files."""
+"""Ctrl-C (exit 130) and SIGTERM (exit 143): one line, and no partial or temporary output files."""
 
 from __future__ import annotations
 
@@ -22,8 +22,14 @@ def _has_open(pid: int, path: Path) -> bool:
         return False
 
 
+STOPS = {"SIGINT": (signal.SIGINT, 130, "dora-diag: interrupted; no partial output files were left behind"),
+         "SIGTERM": (signal.SIGTERM, 143, "dora-diag: terminated (SIGTERM); no partial output files were left behind")}
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see when streaming starts")
-def test_sigint_mid_run_exits_130_and_leaves_no_files(make_pair, tmp_path):
+@pytest.mark.parametrize("stop", list(STOPS))
+def test_a_signal_mid_run_exits_with_its_code_and_leaves_no_files(stop, make_pair, tmp_path):
+    sig, exit_code, message = STOPS[stop]
     # 8 layers x 4 modules x 512 rows, streamed one row per block: a second or more of work.
     b, f, _, _ = make_pair(layers=8, out=512, inp=64, modules=("q_proj", "k_proj", "v_proj", "o_proj"))
     out = tmp_path / "out"
@@ -41,13 +47,12 @@ def test_sigint_mid_run_exits_130_and_leaves_no_files(make_pair, tmp_path):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "streaming never started"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert [line for line in err.splitlines() if line.strip()] == [
-        "dora-diag: interrupted; no partial output files were left behind"]
+    assert proc.returncode == exit_code, err
+    assert [line for line in err.splitlines() if line.strip()] == [message]
     assert list(out.iterdir()) == []
 
 

@@ -10,7 +10,6 @@ Layout: 8-byte little-endian header length N, N bytes of JSON, then the data sec
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
