@@ -190,3 +190,14 @@ def test_absurd_layer_numbers_do_not_crash_the_table(index, tmp_path, capsys):
                         "--out", str(out / "r.html"))
     assert code == 0, err
     assert len((out / "t.csv").read_text(encoding="utf-8").splitlines()) == 3
+
+
+@pytest.mark.parametrize("bomb", list(BOMBS))
+def test_bombs_in_train_config_only_lose_the_method_evidence(bomb, pair, tmp_path, capsys):
+    b, f = pair
+    run = _run_with_log(tmp_path, b, f)
+    (run / "train_config.json").write_text('{"config": {"method": "lora", "x": ' + BOMBS[bomb] + "}}")
+    js = tmp_path / "s.json"
+    code, _, err = call(capsys, "compare", str(b), str(run), "-q", "--json", str(js))
+    assert code == 0, err
+    assert json.loads(js.read_text())["runs"][0]["method"] == ("ft" if "deep" in bomb else "lora")

@@ -9,8 +9,10 @@ adapter's ``adapter_config.json`` (``use_dora``, ``use_rslora``), and the weight
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from ..errors import InputError
+from .json_limits import load_json_file, parse_json
 
 METHODS = ("ft", "lora", "rslora", "dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude", "unknown")
 # Runs the "will DoRA help?" question is asked of: low-rank updates without a learned magnitude.
@@ -31,9 +33,10 @@ def _declared(ours: str | None) -> str | None:
     if not ours:
         return None
     try:
-        method = json.loads(ours).get("method")
-    except (json.JSONDecodeError, AttributeError):
+        doc = parse_json(ours.encode(), "adapter metadata", TRAINER_METADATA)
+    except InputError:   # the metadata only adds evidence; unreadable, it adds none
         return None
+    method = doc.get("method") if isinstance(doc, dict) else None
     return method if method in METHODS else None
 
 
@@ -47,8 +50,8 @@ def run_method(run_path: str, checkpoint_methods: list[str]) -> tuple[str, str]:
     config = Path(run_path) / TRAIN_CONFIG
     if config.is_file():
         try:
-            doc = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            doc = load_json_file(config, TRAIN_CONFIG)
+        except InputError:
             doc = None
         # dora-diag train writes {"config": {...}, ...}; accept the flat form too.
         cfg = doc.get("config", doc) if isinstance(doc, dict) else None
