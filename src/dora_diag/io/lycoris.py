@@ -17,6 +17,7 @@ channel, not a stored column) are listed as skipped with the reason, never appro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +26,7 @@ from ..errors import InputError, UnsupportedError
 from .checkpoint import Checkpoint
 from .kohya_names import FlatIndex, has_kohya_prefix
 from .module_scales import ModuleScales
-from .peft import AdapterSource, _Entry
+from .peft import AdapterSource, _Entry, check_whole_size
 from .peft_factors import LowRankDelta
 from .peft_keys import AdapterModule
 from .safetensors_file import RowReader, TensorInfo, read_header
@@ -162,14 +163,15 @@ class LycorisSource(AdapterSource):
         delta = super()._load(e)
         core = self._tucker.get(e.module.path)
         if core is not None:
+            check_whole_size(self.where, e.module.path, core)
             mid = self.reader.read_all(core).float()
             R = torch.einsum("mn...,nj->mj...", mid, delta.R).reshape(mid.shape[0], -1)
             delta = LowRankDelta(delta.L, R, delta.magnitude, delta.magnitude_axis)
         info = self._input_magnitudes.get(e.module.path)
         if info is None:
             return delta
-        magnitude = self.reader.read_all(info).double().reshape(-1)
-        if magnitude.numel() != delta.R.shape[1]:
-            raise InputError(f"{self.where}: {e.module.path}: dora_scale has {magnitude.numel()} values, "
+        if math.prod(info.shape) != delta.R.shape[1]:   # checked before reading: the shape may be absurd
+            raise InputError(f"{self.where}: {e.module.path}: dora_scale has {math.prod(info.shape)} values, "
                              f"not one per input column ({delta.R.shape[1]})")
+        magnitude = self.reader.read_all(info).double().reshape(-1)
         return LowRankDelta(delta.L, delta.R, magnitude, "in")

@@ -56,10 +56,11 @@ def _check_factors(where: str, module: str, A: TensorInfo, B: TensorInfo) -> Non
         if len(f.shape) < 2 or not f.is_float:
             raise InputError(f"{where}: {module}: factor {f.name} is {f.dtype} {list(f.shape)}; LoRA factors are "
                              "floating-point matrices")
-        _check_size(where, module, f)
+        check_whole_size(where, module, f)
 
 
-def _check_size(where: str, module: str, f: TensorInfo) -> None:
+def check_whole_size(where: str, module: str, f: TensorInfo) -> None:
+    """Refuse an adapter tensor of more than ``MAX_FACTOR_ELEMENTS`` values before reading it whole."""
     n = math.prod(f.shape)
     if n > MAX_FACTOR_ELEMENTS:
         raise InputError(f"{where}: {module}: {f.name} {list(f.shape)} has {n} values; dora-diag reads adapter "
@@ -170,7 +171,7 @@ class AdapterSource:
 
     def _add_tokens(self, m: AdapterModule, base_name: str | None, own_name: str) -> None:
         delta = m.parts["tokens"]
-        _check_size(self.where, m.path, delta)
+        check_whole_size(self.where, m.path, delta)
         indices = self.adapter_config.indices_for(m.path)
         if not isinstance(indices, list) or len(indices) != delta.shape[0]:
             raise InputError(f"{self.where}: {m.path}: trainable_token_indices does not list the "
