@@ -45,7 +45,7 @@ class Analysis:
         """
         if by not in BY:
             raise ValueError(f"by must be one of {BY}, not {by!r}")
-        key = "layer" if by == "layer" else "module"
+        key = "module" if by == "run" else by
         if key not in self._stats:
             compute = {"layer": layer_stats, "module": module_stats, "expert": expert_stats}[key]
             self._stats[key] = compute(self.table, self.methods, self.runs)
