@@ -180,7 +180,7 @@ def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: Fin
     for base_name, plan in tensors.items():
         ft_name = mapping.get(base_name)
         if ft_name is None:
-            if source.kind == "full":
+            if source.stored:   # an adapter changes only some tensors; a checkpoint lacking one is news
                 unmatched.append({"run": ref.run, "checkpoint": ref.name, "tensor": base_name, "side": "base"})
             continue
         scale = _usable(find_scale(ft_name, all_infos, source.config), (ref.run, ref.name, ft_name), unscaled)

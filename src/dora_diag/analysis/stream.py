@@ -190,7 +190,7 @@ class Streamer:
         nbytes = block.numel() * block.element_size()
         read: dict[int, torch.Tensor] = {}
         for i, t in enumerate(targets):
-            if t.source.kind == "full" and start < t.rows:
+            if t.source.stored and start < t.rows:
                 n = min(stop, t.rows) - start
                 buf = self._buffers.get(i, n * t.source.infos()[t.name].row_bytes)
                 c = t.source.rows(t.name, block, start, start + n, buf)
@@ -203,8 +203,7 @@ class Streamer:
 
     def _factor_sums(self, t: Target, a: torch.Tensor, start: int, axis: str) -> ChannelSums | None:
         """Sums straight from an adapter's low-rank factors, when its source offers them."""
-        fast = getattr(t.source, "channel_sums", None)
-        return None if fast is None else fast(t.name, a, start, start + a.shape[0], axis)
+        return t.source.channel_sums(t.name, a, start, start + a.shape[0], axis)
 
     def _target_rows(self, t: Target, a: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Rows computed from the base block (adapters); full checkpoints are read in ``_load``."""

@@ -46,6 +46,8 @@ class StoredView:
     a ``FineTunedSource`` for one target; reads go through the wrapped source's reader and are
     counted there."""
 
+    stored = parallel_safe = True
+
     def __init__(self, source: FineTunedSource, info: TensorInfo):
         self.kind, self.config = source.kind, source.config
         self.info = info
@@ -53,7 +55,7 @@ class StoredView:
 
     @staticmethod
     def can_view(source: FineTunedSource) -> bool:
-        return hasattr(source, "reader")
+        return source.stored
 
     def infos(self) -> dict[str, TensorInfo]:
         return {self.info.name: self.info}
@@ -61,6 +63,15 @@ class StoredView:
     def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
              out: torch.Tensor | None = None) -> torch.Tensor:
         return self._reader.read_rows(self.info, start, stop, out)
+
+    def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str) -> None:
+        return None
+
+    def rank_and_scale(self, name: str) -> None:
+        return None
+
+    def drop_behind(self) -> None:
+        """The wrapped source drops behind for both."""
 
     def bytes_read(self) -> int:
         return 0

@@ -97,6 +97,8 @@ class AdapterSource:
     as ``io.method.adapter_method`` tells it."""
 
     skipped: tuple[dict, ...] = ()   # PEFT adapters are refused whole rather than in part
+    stored = False                   # rows are computed from the base rows and the factors
+    parallel_safe = False            # one tensor's factors are cached at a time
 
     def __init__(self, where: str, config: AdapterConfig, base: Checkpoint,
                  modules: dict[str, AdapterModule], full: dict[str, TensorInfo], method: str = "lora"):
@@ -201,6 +203,9 @@ class AdapterSource:
             return self._token_rows(e, w, start, stop)
         delta, col_scale = self._delta(name, w.device)
         return dense_rows(delta, w, start, stop, None if col_scale is None else col_scale[0])
+
+    def drop_behind(self) -> None:
+        """Factors are read whole, once: nothing to drop."""
 
     def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str) -> ChannelSums | None:
         """Kernel sums for rows ``start:stop`` from the factors, without the dense delta.

@@ -20,9 +20,13 @@ from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo, read_head
 
 
 class FineTunedSource(Protocol):
-    kind: str          # "full", "lora", "dora", ...
+    kind: str          # what it is, for people ("full", "lora", "dora"); the engine never branches on it
     method: str        # the fine-tuning method that wrote it, one of io.method.METHODS
     config: dict       # config.json of the checkpoint, {} if none
+    # Capabilities the engine plans by:
+    stored: bool         # rows are read as stored on disk (streamed beside the base block, counted
+                         # as bytes, dropped from the page cache on huge runs); else computed from the base
+    parallel_safe: bool  # several of its tensors may stream at once from different threads
     # Parts of the input this source cannot apply, each {"tensor", "reason"} (base name where
     # known): adapter modules of an unsupported algorithm, names that fit no base tensor.
     skipped: Sequence[dict]
@@ -40,6 +44,13 @@ class FineTunedSource(Protocol):
     def rank_and_scale(self, name: str) -> tuple[int, float] | None:
         """(r, s) of the low-rank module that produces tensor ``name``; None for tensors read whole."""
 
+    def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str):
+        """Per-channel sums of rows ``start:stop`` straight from low-rank factors (no dense rows),
+        or None where the source has no such shortcut (``metrics.kernels.ChannelSums``)."""
+
+    def drop_behind(self) -> None:
+        """Stop keeping what it read in the page cache (a run larger than memory)."""
+
     def bytes_read(self) -> int: ...
 
     def close(self) -> None: ...
@@ -50,6 +61,7 @@ class FullSource:
 
     kind = "full"
     method = "ft"
+    stored = parallel_safe = True
     skipped: Sequence[dict] = ()
 
     def __init__(self, checkpoint: Checkpoint):
@@ -66,6 +78,12 @@ class FullSource:
 
     def rank_and_scale(self, name: str) -> None:
         return None
+
+    def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str) -> None:
+        return None
+
+    def drop_behind(self) -> None:
+        self.reader.drop_behind = True
 
     def bytes_read(self) -> int:
         return self.reader.bytes_read
