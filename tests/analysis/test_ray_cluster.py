@@ -116,3 +116,42 @@ def test_bad_input_in_a_task_gives_the_local_message(faults, sweep, tmp_path):
     with pytest.raises(InputError) as distributed:
         dora_diag.compare(sweep / "base", good, block_bytes=512, executor="ray", progress=SwapAfterPlanning())
     assert str(distributed.value) == str(local.value).replace(str(bad), str(good))
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_tasks(faults, sweep):
+    class Interrupt(Progress):
+        def advance(self, nbytes):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _compare(sweep, executor="ray", task_bytes=2048, progress=Interrupt())
+    again = _compare(sweep, executor="ray", task_bytes=2048)   # the cluster is free for the next run
+    assert again.meta["executor"]["retries"] == 0
+
+
+def test_cuda_on_a_cluster_without_gpus_is_refused(faults, sweep):
+    with pytest.raises(InputError, match="the Ray cluster has no GPU"):
+        _compare(sweep, executor="ray", device="cuda")
+
+
+@pytest.mark.slow
+def test_verify_records_identical_to_local(faults, tmp_path):
+    """A LyCORIS merge, and the same merge with one tensor's scale forgotten (a diagnosis)."""
+    pytest.importorskip("lycoris")
+    from safetensors.torch import load_file, save_file
+
+    from tiny_lycoris import make_case
+
+    case = make_case(tmp_path)
+    broken = {**load_file(case.merged)}
+    name = "layers.0.q_proj.weight"
+    broken[name] = (load_file(case.base)[name] + 0.5 * (broken[name] - load_file(case.base)[name])).contiguous()
+    save_file(broken, str(tmp_path / "broken.safetensors"))
+    for merged in (case.merged, tmp_path / "broken.safetensors"):
+        local = dora_diag.verify(case.base, merged, case.adapter)
+        distributed = dora_diag.verify(case.base, merged, case.adapter, executor="ray")
+        assert distributed.to_dict() | {"executor": None} == local.to_dict() | {"executor": None}
+        assert distributed.meta["executor"]["tasks"] == sum(r["status"] not in ("skipped", "extra") for r in
+                                                            local.records if r["tensor"] in load_file(case.base))
+    assert not local.ok and any(name in p for p in local.problems)

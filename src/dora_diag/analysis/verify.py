@@ -27,10 +27,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from ..architecture import match_names
-from ..io.checkpoint import open_checkpoint
+from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.safetensors_file import RowReader, TensorInfo
 from ..io.sources import FineTunedSource, open_source
 from ..options import DEFAULT_BLOCK_BYTES
+from .executors import make_executor
 from .verify_sums import Agreement, diagnose, stream_sums, transposed_rows
 
 NOISE_ULPS = 4
@@ -78,21 +79,60 @@ class _Inputs:
     block_bytes: int
 
 
-def verify(base: str | os.PathLike, merged: str | os.PathLike, adapter: str | os.PathLike | None = None,
-           rtol: float = 1e-3, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Verification:
-    """Check the checkpoint ``merged`` against ``base`` and, when given, the ``adapter`` it should
-    contain (PEFT, diffusers or LyCORIS/kohya; or any fine-tuned checkpoint it should equal)."""
-    base_ckpt, merged_ckpt = open_checkpoint(base), open_checkpoint(merged)
+@dataclass(frozen=True)
+class VerifyJob:
+    """``verify``'s arguments (paths as given): what a Ray worker opens again."""
+
+    base: str
+    merged: str
+    adapter: str | None
+    rtol: float
+    block_bytes: int
+
+
+@dataclass
+class _Opened:
+    base: Checkpoint
+    merged: Checkpoint
+    to_merged: dict[str, str]
+    inputs: _Inputs
+    expected: dict[str, TensorInfo]   # tensors the adapter produces
+    skipped: dict[str, str]           # adapter parts its reader cannot apply: tensor -> reason
+
+
+def open_verify(job: VerifyJob, stack: ExitStack) -> _Opened:
+    base_ckpt, merged_ckpt = open_checkpoint(job.base), open_checkpoint(job.merged)
     to_merged = match_names(list(base_ckpt.tensors), list(merged_ckpt.tensors))
+    source = None if job.adapter is None else open_source(job.adapter, base_ckpt)
+    if source is not None:
+        stack.callback(source.close)
+    inputs = _Inputs(stack.enter_context(RowReader()), source, job.rtol, job.block_bytes)
+    return _Opened(base_ckpt, merged_ckpt, to_merged, inputs, source.infos() if source else {},
+                   {s["tensor"]: s["reason"] for s in (source.skipped if source else ())})
+
+
+def check_tensor(o: _Opened, name: str) -> dict:
+    """The record of base tensor ``name`` (a Ray task's unit of work)."""
+    merged = o.merged.tensors.get(o.to_merged.get(name, ""))
+    return _check(name, o.base.tensors[name], merged, name in o.expected, o.inputs)
+
+
+def verify(base: str | os.PathLike, merged: str | os.PathLike, adapter: str | os.PathLike | None = None,
+           rtol: float = 1e-3, block_bytes: int = DEFAULT_BLOCK_BYTES, executor: str = "local",
+           ray_address: str | None = None) -> Verification:
+    """Check the checkpoint ``merged`` against ``base`` and, when given, the ``adapter`` it should
+    contain (PEFT, diffusers or LyCORIS/kohya; or any fine-tuned checkpoint it should equal).
+    ``executor="ray"`` checks the tensors as tasks on the Ray cluster at ``ray_address``
+    (``RAY_ADDRESS`` when None), one per tensor; the records are the same."""
+    runner = make_executor(executor, ray_address)
+    job = VerifyJob(os.fspath(base), os.fspath(merged), None if adapter is None else os.fspath(adapter), rtol,
+                    block_bytes)
     with ExitStack() as stack:
-        source = None if adapter is None else open_source(os.fspath(adapter), base_ckpt)
-        if source is not None:
-            stack.callback(source.close)
-        inputs = _Inputs(stack.enter_context(RowReader()), source, rtol, block_bytes)
-        expected = source.infos() if source else {}
-        skipped = {s["tensor"]: s["reason"] for s in (source.skipped if source else ())}
-        records = [_check(name, info, merged_ckpt.tensors.get(to_merged.get(name, "")), name in expected, inputs)
-                   for name, info in sorted(base_ckpt.tensors.items()) if _comparable(info) and name not in skipped]
+        o = open_verify(job, stack)
+        base_ckpt, merged_ckpt, source, expected, skipped = o.base, o.merged, o.inputs.source, o.expected, o.skipped
+        to_merged = o.to_merged
+        names = [name for name, info in sorted(base_ckpt.tensors.items()) if _comparable(info) and name not in skipped]
+        records = runner.map(job, names, open_verify, check_tensor, o)
     records += [_record(n, "skipped", f"not verified: {why}", adapted=True) for n, why in sorted(skipped.items())]
     records += [_record(n, "missing", "the adapter changes it but the base has no such tensor", adapted=True)
                 for n in sorted(expected) if n not in base_ckpt.tensors]
@@ -101,7 +141,7 @@ def verify(base: str | os.PathLike, merged: str | os.PathLike, adapter: str | os
                 for n in sorted(merged_ckpt.tensors) if n not in used]
     meta = {"tool": "dora-diag verify", "base": os.fspath(base), "merged": os.fspath(merged),
             "adapter": None if adapter is None else os.fspath(adapter), "rtol": rtol,
-            "adapter_kind": source.kind if source else None}
+            "adapter_kind": source.kind if source else None, "executor": runner.meta()}
     return Verification(records, meta, _problems(records, source is not None))
 
 

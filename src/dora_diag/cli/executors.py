@@ -10,9 +10,12 @@ from .numbers import FiniteRange
 MAX_TASK_MB = 1 << 20
 
 
-def executor_options(fn):
-    """Adds the options; the command gets ``executor``, ``ray_address`` and ``task_mb``."""
-    for option in reversed((
+def executor_options(fn=None, *, task_mb: bool = True):
+    """Adds the options; the command gets ``executor``, ``ray_address`` and (unless
+    ``task_mb=False``: verify's tasks are whole tensors) ``task_mb``."""
+    if fn is None:
+        return lambda f: executor_options(f, task_mb=task_mb)
+    options = (
         click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
                      help="Stream on this machine, or in row-range tasks on a Ray cluster (needs "
                           "dora-diag[ray]; every node must see the inputs at the same paths)."),
@@ -21,7 +24,8 @@ def executor_options(fn):
         click.option("--task-mb", type=FiniteRange(min=0, max=MAX_TASK_MB, min_open=True),
                      default=DEFAULT_TASK_BYTES / 2**20, show_default=True,
                      help="With --executor ray: MiB each task streams (base rows and full checkpoints' rows)."),
-    )):
+    )
+    for option in reversed(options if task_mb else options[:2]):
         fn = option(fn)
     return fn
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..outputs.paths import check_outputs
+from .executors import executor_options
 from .messages import echo
 
 # Exit code for "the check ran and found problems", distinct from bad input (2) and bugs (1).
@@ -21,8 +22,9 @@ PROBLEMS_FOUND = 3
 @click.option("--rtol", type=click.FloatRange(min=0, max=1), default=1e-3, show_default=True,
               help="Allowed deviation from the adapter's weight, relative to the change it makes "
                    "(on top of the rounding of the merged dtype).")
+@executor_options(task_mb=False)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing; the exit code and --json tell.")
-def verify_cmd(base, merged, adapter, json_, rtol, quiet):
+def verify_cmd(base, merged, adapter, json_, rtol, executor, ray_address, quiet):
     """Check that MERGED contains ADAPTER merged into BASE, tensor by tensor.
 
     ADAPTER is a PEFT adapter, a diffusers LoRA or a LyCORIS/kohya file (or any fine-tuned
@@ -35,7 +37,7 @@ def verify_cmd(base, merged, adapter, json_, rtol, quiet):
     from ..analysis.verify import verify
 
     check_outputs({"--json": json_}, [p for p in (base, merged, adapter) if p])
-    result = verify(base, merged, adapter, rtol=rtol)
+    result = verify(base, merged, adapter, rtol=rtol, executor=executor, ray_address=ray_address)
     if json_:
         result.to_json(json_)
     if not quiet:

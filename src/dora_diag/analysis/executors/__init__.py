@@ -2,8 +2,10 @@
 (row-range tasks across a Ray cluster, ``ray_cluster``; imported only when asked for).
 
 An executor has ``results(job, opened, advance)``, yielding each planned tensor's
-``stream.TargetResult`` list in plan order (``advance(nbytes)`` drives a progress bar),
-``device_label`` once it has run, and ``meta()``: the JSON's ``executor`` block.
+``stream.TargetResult`` list in plan order (``advance(nbytes)`` drives a progress bar);
+``map(job, items, opener, fn, opened)``, ``[fn(inputs, item) ...]`` where a Ray worker opens
+its inputs with ``opener(job, stack)`` (``verify``'s tensors); ``device_label`` once it has
+run, and ``meta()``: the JSON's ``executor`` block.
 """
 
 from __future__ import annotations

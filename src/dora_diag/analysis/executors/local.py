@@ -40,6 +40,10 @@ class LocalExecutor:
                 closing(run_all(opened.plan.tensors, streamers)) as all_results:
             yield from all_results
 
+    def map(self, job, items, opener, fn, opened) -> list:
+        """``[fn(opened, item) for item in items]``: the driver's own opened inputs serve."""
+        return [fn(opened, item) for item in items]
+
     def meta(self) -> dict:
         return {"kind": self.kind}
 

@@ -5,14 +5,15 @@ them: shared storage), builds the same plan from the headers, streams its base r
 against the same rows of every checkpoint and adapter, and returns per-channel fp64 results
 (``tasks.RangeResult``), never weight tensors. A worker process keeps its opened inputs for the
 next task of the same job. Lost workers or nodes are retried by Ray (``max_retries``); a task
-that fails on bad input fails the run with its ``InputError``.
+that fails on bad input fails the run with its ``InputError``. ``map`` runs any per-item
+function the same way (``verify``: one task per tensor).
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from ...errors import InputError
 from ..stream import Streamer, TargetResult
@@ -44,48 +45,63 @@ class RayExecutor:
 
     def results(self, job: Job, opened: Opened, advance: Callable[[int], None]) -> Iterator[list[TargetResult]]:
         """Each planned tensor's results in plan order, as soon as all its ranges are in."""
+        tasks = split(opened.plan, job, self.task_bytes)
+        pieces = self._ordered(job, tasks, _open_compare, _range_task, [t.nbytes for t in tasks], advance,
+                               gpu=job.device == "cuda")
+        try:
+            for i, tp in enumerate(opened.plan.tensors):
+                mine = [next(pieces) for t in tasks if t.index == i]
+                self.device_label = self.device_label or mine[0].device
+                yield merge(tp, mine)
+        finally:
+            pieces.close()
+
+    def map(self, job: Any, items: Sequence, opener: Callable, fn: Callable, opened: Any = None) -> list:
+        """``[fn(opener(job, stack), item) for item in items]``, one task per item, each worker
+        opening the inputs itself (``opened``, the driver's, is not used); ``opener`` and ``fn``
+        are module-level functions (workers import them)."""
+        return list(self._ordered(job, items, opener, fn, [0] * len(items), lambda n: None))
+
+    def _ordered(self, job: Any, items: Sequence, opener: Callable, fn: Callable, nbytes: list[int],
+                 advance: Callable[[int], None], gpu: bool = False) -> Iterator:
+        """The items' results in item order, each as soon as it and those before it are in;
+        every task is submitted at once. Closing it cancels what still runs."""
         ray = self.ray
         started = time.perf_counter()
         owned = self._connect()
-        tasks = split(opened.plan, job, self.task_bytes)
-        attempts = _attempts_actor(ray).remote()
-        remote = ray.remote(_run_task).options(
-            max_retries=self.max_retries, retry_exceptions=False, num_cpus=1,
-            num_gpus=1 if job.device == "cuda" else 0, scheduling_strategy="SPREAD")
-        job_ref = ray.put(job)
-        refs = {remote.remote(job_ref, t, attempts): t for t in tasks}
-        done: dict[int, list[RangeResult]] = {}
+        attempts = None
+        refs: list = []
         try:
-            pieces = self._collect(refs, advance, done)
-            last = len(opened.plan.tensors) - 1
-            for i, tp in enumerate(opened.plan.tensors):
-                while len(done.get(i, ())) < sum(t.index == i for t in tasks):
-                    next(pieces)
-                if i == last:   # every task has finished: the caller need not resume us after it
-                    self._record(ray, tasks, attempts, started)
-                yield merge(tp, [r for _, r in sorted(done.pop(i), key=lambda x: x[0])])
+            if gpu and ray.cluster_resources().get("GPU", 0) < 1:
+                raise InputError('device "cuda": the Ray cluster has no GPU (its tasks would wait forever)')
+            attempts = _attempts_actor(ray).remote()
+            remote = ray.remote(_task).options(
+                max_retries=self.max_retries, retry_exceptions=False, num_cpus=1, num_gpus=1 if gpu else 0,
+                scheduling_strategy="SPREAD")
+            job_ref = ray.put(job)
+            refs = [remote.remote(job_ref, i, item, opener, fn, attempts) for i, item in enumerate(items)]
+            position = {ref: i for i, ref in enumerate(refs)}
+            done: dict[int, Any] = {}
+            per_node: dict[str, int] = {}
+            pending = list(refs)
+            for i in range(len(refs)):
+                while i not in done:
+                    ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
+                    for ref in ready:
+                        result, node = _get(ray, ref)
+                        done[position[ref]] = result
+                        per_node[node] = per_node.get(node, 0) + getattr(result, "bytes_read", 0)
+                        advance(nbytes[position[ref]])
+                if i == len(refs) - 1:   # all in: the caller need not resume us after the last one
+                    self._record(ray, len(refs), per_node, attempts, started)
+                yield done.pop(i)
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)
-            ray.kill(attempts)
+            if attempts is not None:
+                ray.kill(attempts)
             if owned:
                 ray.shutdown()
-
-    def _collect(self, refs: dict, advance: Callable[[int], None], done: dict) -> Iterator[None]:
-        """Wait for the tasks; after each finished one, its result is in ``done[index]``."""
-        ray = self.ray
-        pending = list(refs)
-        self._per_node: dict[str, int] = {}
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
-            for ref in ready:
-                task = refs[ref]
-                result = _get(ray, ref)
-                self.device_label = self.device_label or result.device
-                self._per_node[result.node] = self._per_node.get(result.node, 0) + result.bytes_read
-                advance(task.nbytes)
-                done.setdefault(task.index, []).append((task.start, result))
-                yield
 
     def _connect(self) -> bool:
         """Connect unless already connected; True when this call started the connection."""
@@ -98,16 +114,16 @@ class RayExecutor:
             raise InputError(f"cannot connect to the Ray cluster at {self.address or 'RAY_ADDRESS'}: {e}") from None
         return True
 
-    def _record(self, ray, tasks: list[RangeTask], attempts, started: float) -> None:
+    def _record(self, ray, tasks: int, per_node: dict[str, int], attempts, started: float) -> None:
         counts = ray.get(attempts.counts.remote())
         self._meta = {
             "kind": self.kind,
             "address": ray.get_runtime_context().gcs_address,
             "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
-            "nodes_used": len(self._per_node),
-            "tasks": len(tasks),
+            "nodes_used": len(per_node),
+            "tasks": tasks,
             "task_bytes": self.task_bytes,
-            "bytes_per_node": dict(sorted(self._per_node.items())),
+            "bytes_per_node": dict(sorted(per_node.items())),
             "retries": sum(n - 1 for n in counts.values()),
             "wall_s": round(time.perf_counter() - started, 3),
         }
@@ -116,8 +132,9 @@ class RayExecutor:
         return self._meta
 
 
-def _get(ray, ref) -> RangeResult:
-    """A task's result; its bad input is the run's ``InputError`` (the local one-line message)."""
+def _get(ray, ref) -> tuple:
+    """A task's (result, node); its bad input is the run's ``InputError`` (the local
+    one-line message)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:
@@ -131,9 +148,9 @@ def _attempts_actor(ray):
     @ray.remote(num_cpus=0)
     class Attempts:
         def __init__(self) -> None:
-            self.started: dict[tuple[int, int], int] = {}
+            self.started: dict[int, int] = {}
 
-        def start(self, key: tuple[int, int]) -> None:
+        def start(self, key: int) -> None:
             self.started[key] = self.started.get(key, 0) + 1
 
         def counts(self) -> dict:
@@ -141,30 +158,37 @@ def _attempts_actor(ray):
     return Attempts
 
 
-# Per worker process: the job whose inputs are open, and how to close them.
+# Per worker process: the job whose inputs are open, what ``opener`` made of them, and how to close them.
 _open: dict = {}
 
 
-def _opened(job: Job) -> tuple[Opened, Streamer]:
-    if _open.get("job") != job:
+def _cached(job: Any, opener: Callable) -> Any:
+    if _open.get("key") != (job, opener):
         if "stack" in _open:
             _open.pop("stack").close()
-        from ...metrics.device import resolve_device
-
         stack = ExitStack()
-        opened = open_job(job, stack)
-        dev = resolve_device(job.device)
-        _open.update(job=job, stack=stack, opened=opened, streamer=Streamer(opened.reader, dev, job.axis, job.block_bytes))
-    return _open["opened"], _open["streamer"]
+        _open.update(key=(job, opener), stack=stack, opened=opener(job, stack))
+    return _open["opened"]
 
 
-def _run_task(job: Job, task: RangeTask, attempts) -> RangeResult:
-    """One range on a worker: opens (or reuses) the job's inputs and streams the range."""
+def _task(job: Any, index: int, item: Any, opener: Callable, fn: Callable, attempts) -> tuple:
+    """On a worker: ``fn(opened inputs, item)`` with this node's id; counts the attempt first."""
     import ray
 
-    ray.get(attempts.start.remote((task.index, task.start)))
-    opened, streamer = _opened(job)
+    ray.get(attempts.start.remote(index))
+    return fn(_cached(job, opener), item), ray.get_runtime_context().get_node_id()
+
+
+def _open_compare(job: Job, stack: ExitStack) -> tuple[Opened, Streamer]:
+    from ...metrics.device import resolve_device
+
+    opened = open_job(job, stack)
+    return opened, Streamer(opened.reader, resolve_device(job.device), job.axis, job.block_bytes)
+
+
+def _range_task(inputs: tuple[Opened, Streamer], task: RangeTask) -> RangeResult:
+    """One range: its base rows streamed once against every target's."""
+    opened, streamer = inputs
     before = opened.bytes_read()
     parts = run_range(streamer, check_task(opened, task), task)
-    return RangeResult(parts, opened.bytes_read() - before, device_label(streamer.device),
-                       ray.get_runtime_context().get_node_id())
+    return RangeResult(parts, opened.bytes_read() - before, device_label(streamer.device))

@@ -39,7 +39,6 @@ class RangeResult:
     parts: list[tuple[ChannelChanges, tuple[str, ...]]]
     bytes_read: int
     device: str
-    node: str = ""
 
 
 def split(plan: Plan, job: Job, task_bytes: int = DEFAULT_TASK_BYTES) -> list[RangeTask]:
