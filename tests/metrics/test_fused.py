@@ -112,3 +112,9 @@ def test_debug_says_once_that_the_fallback_runs(make_pair, switched_off):
     lines = [line for line in done.stderr.splitlines() if "torch kernel" in line]
     expected = 1 if switched_off or not fused.AVAILABLE else 0
     assert len(lines) == expected and all(line.startswith("dora-diag: debug: ") for line in lines)
+
+
+def test_a_missing_extension_is_named_in_the_reason(monkeypatch):
+    monkeypatch.setattr(fused.importlib.util, "find_spec", lambda name: None)
+    module, why = fused._load()
+    assert module is None and why == "dora_diag.metrics._fused was not built (no C compiler at install time?)"

@@ -9,18 +9,26 @@ numbers to fp32 rounding.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 
 import torch
 
-try:
-    from . import _fused
-except ImportError as e:   # built optionally (setup.py): no compiler, or a platform it does not build on
-    _fused, _MISSING = None, f"{type(e).__name__}: {e}"
-else:
-    _MISSING = None
 
+def _load():
+    """(module, None), or (None, why it is not there)."""
+    name = f"{__package__}._fused"
+    if importlib.util.find_spec(name) is None:
+        return None, f"{name} was not built (no C compiler at install time?)"
+    try:
+        return importlib.import_module(name), None
+    except ImportError as e:   # built, but does not load here (another Python, a missing symbol)
+        return None, f"{name} does not load: {e}"
+
+
+_fused, _MISSING = _load()
 log = logging.getLogger(__name__)
 
 ENABLED = os.environ.get("DORA_DIAG_FAST_KERNEL", "1") != "0"
@@ -34,8 +42,8 @@ def _say_once() -> None:
     global _said
     if not _said:
         _said = True
-        why = f"not built ({_MISSING})" if not AVAILABLE else "switched off (DORA_DIAG_FAST_KERNEL=0)"
-        log.debug("one-pass block kernel %s: using the torch kernel (slower, same results)", why)
+        why = _MISSING if not AVAILABLE else "switched off (DORA_DIAG_FAST_KERNEL=0)"
+        log.debug("one-pass block kernel: %s; using the torch kernel (slower, same results)", why)
 
 
 def sums(a: torch.Tensor, c: torch.Tensor, axis: str) -> torch.Tensor | None:
