@@ -27,15 +27,14 @@ def seed_interval(values: list[float], level: float = 0.95) -> dict:
     return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def outcome(interval: dict) -> str:
-    """The call an eval-loss difference (DoRA − LoRA) supports: lower loss is better, and only an
-    interval that excludes 0 counts as a difference."""
+def outcome(interval: dict, higher_is_better: bool = False) -> str:
+    """The call a DoRA − LoRA difference supports (eval loss: lower is better; accuracy: higher);
+    only an interval that excludes 0 counts as a difference."""
     if interval["ci_low"] is None:
         return UNCLEAR
-    if interval["ci_high"] < 0:
-        return BETTER
-    if interval["ci_low"] > 0:
-        return WORSE
+    below, above = interval["ci_high"] < 0, interval["ci_low"] > 0
+    if below or above:
+        return BETTER if above == higher_is_better else WORSE
     return UNCLEAR
 
 

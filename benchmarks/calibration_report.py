@@ -17,6 +17,8 @@ from calibration_outcome import NO_CALL, WRONG, heuristic_grade, outcome, seed_i
 METHOD_ROWS = (("ft", "FT"), ("lora", "LoRA"), ("dora", "DoRA"))
 MISSING = "missing"
 NOT_RUN = "not run"
+# (run summary key, label, higher is better)
+METRICS = (("eval_loss", "eval loss", False), ("eval_accuracy", "eval accuracy", True))
 
 
 def source_commit() -> str:
@@ -55,12 +57,19 @@ def fmt_interval(iv: dict) -> str:
     return text
 
 
-def differences(result: dict, metric: str = "eval_loss") -> list[float]:
+def differences(result: dict, metric: str) -> list[float]:
+    """DoRA − LoRA of ``metric`` after the full runs, one per seed."""
     return [r["runs"]["dora"][metric] - r["runs"]["lora"][metric] for r in result["records"]]
 
 
-def trial_interval(trial: dict) -> dict:
-    return seed_interval(trial["difference"]["per_seed"])
+def trial_differences(trial: dict, metric: str) -> list[float]:
+    """DoRA − LoRA of ``metric`` in the trial, one per trial seed."""
+    by = {(run["method"], run["seed"]): run[metric] for run in trial["runs"]}
+    return [by[("dora", seed)] - by[("lora", seed)] for seed in sorted({s for _, s in by})]
+
+
+def better_count(values: list[float], higher_is_better: bool) -> int:
+    return sum((v > 0) if higher_is_better else (v < 0) for v in values)
 
 
 def counts(values) -> str:
@@ -87,9 +96,11 @@ def how_to_read(results: list[dict]) -> list[str]:
         f"* **Unit of independence of an outcome: the training seed.** {seeds}. A seed fixes the adapter "
         "initialisation, the batch order and (JSONL data) the held-out split; the LoRA and DoRA runs of a "
         "seed share all three and differ only in the method, so each seed gives one paired DoRA − LoRA "
-        "difference of the final eval loss. The actual outcome of a setting is the mean of those "
-        "differences with a 95% t-interval over the seeds: **DoRA better** if the interval lies below 0, "
-        "**DoRA worse** if above, otherwise **no clear difference**.",
+        "difference of the final eval loss and one of the final eval accuracy. The actual outcome of a "
+        "setting, per metric, is the mean of those differences with a 95% t-interval over the seeds: "
+        "**DoRA better** if the interval excludes 0 on DoRA's side (lower loss, higher accuracy), **DoRA "
+        "worse** if on the other side, otherwise **no clear difference**. The trial's and the verdict's "
+        "metric is eval loss; accuracy is graded too because the two can disagree.",
         "* **Unit of independence inside a run: the layer.** The within-run statistics are the pooled row "
         "of `Analysis.stats()` (all module types) of the run's checkpoints; `units` is the number of "
         f"layers. CIs: {', '.join(sorted(ci)) or MISSING}; p: {', '.join(sorted(pm)) or MISSING}.",
@@ -101,28 +112,34 @@ def how_to_read(results: list[dict]) -> list[str]:
         "* **Trial** = `run_trial` on the seed-0 LoRA run: matched short LoRA and DoRA runs with the "
         "trial's own seeds 0..K-1, so one trial per setting. Graded right when its own seed interval "
         "supports the same call as the full runs. \"check with trial\" is the verdict given that trial.",
+        "* **Small n.** With n seeds the 95% t-interval's half-width is t(n − 1)·sd/√n: 9.0 sd for 2 seeds "
+        "(the trial's default), 2.5 sd for 3, 1.2 sd for 5; a call of \"no clear difference\" often means "
+        "too few seeds, and the column of seeds where DoRA's loss was lower shows the raw signs.",
         "* Nothing was tuned: the settings below were fixed before any result was seen.", ""]
 
 
 def summary_table(results: list[dict]) -> list[str]:
     rows = ["## Summary", "",
-            "| setting | seeds | heuristic (LoRA alone) | with FT + DoRA | actual DoRA − LoRA eval loss (mean ± sd, "
-            "95% CI) | seeds where DoRA's loss was lower | actual | heuristic right? "
+            "| setting | metric | seeds | heuristic (LoRA alone) | with FT + DoRA | actual DoRA − LoRA (mean ± sd, "
+            "95% CI over seeds) | seeds where DoRA was better | actual | heuristic right? "
             "| trial DoRA − LoRA (K seeds, steps) | trial call | trial right? | check with trial (decided by) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        actual = outcome(seed_interval(differences(r)))
         decisions = [rec["alone"]["decision"] for rec in r["records"]]
         together = [rec["together"]["LoRA"]["decision"] for rec in r["records"]]
-        grades = counts(heuristic_grade(d, actual) for d in decisions)
-        t_iv = trial_interval(r["trial"])
-        t_call = outcome(t_iv)
         wt = r["with_trial"]
-        rows.append(f"| {r['setting']} | {len(r['records'])} | {counts(decisions)} | {counts(together)} | "
-                    f"{fmt_interval(seed_interval(differences(r)))} | "
-                    f"{sum(d < 0 for d in differences(r))}/{len(r['records'])} | {actual} | {grades} | "
-                    f"{fmt_interval(t_iv)} ({t_iv['n']} seeds, {r['trial']['settings']['steps']} steps) | {t_call} | "
-                    f"{trial_grade(t_call, actual)} | {wt['decision']} ({wt.get('decided_by') or MISSING}) |")
+        for metric, label, higher in METRICS:
+            diffs = differences(r, metric)
+            actual = outcome(seed_interval(diffs), higher)
+            t_diffs = trial_differences(r["trial"], metric)
+            t_iv = seed_interval(t_diffs)
+            t_call = outcome(t_iv, higher)
+            rows.append(
+                f"| {r['setting']} | {label} | {len(diffs)} | {counts(decisions)} | {counts(together)} | "
+                f"{fmt_interval(seed_interval(diffs))} | {better_count(diffs, higher)}/{len(diffs)} | {actual} | "
+                f"{counts(heuristic_grade(d, actual) for d in decisions)} | "
+                f"{fmt_interval(t_iv)} ({len(t_diffs)} seeds, {r['trial']['settings']['steps']} steps) | {t_call} | "
+                f"{trial_grade(t_call, actual)} | {wt['decision']} ({wt.get('decided_by') or MISSING}) |")
     return rows + [""]
 
 
@@ -190,21 +207,26 @@ def sign_counts(r: dict, stat: str) -> str:
 def findings(results: list[dict]) -> list[str]:
     rows = ["## Where the heuristic was wrong", ""]
     for r in results:
-        actual = outcome(seed_interval(differences(r)))
-        graded = [(rec["seed"], rec["alone"]["decision"], heuristic_grade(rec["alone"]["decision"], actual))
-                  for rec in r["records"]]
-        wrong = [f"seed {s} ({d})" for s, d, g in graded if g == WRONG]
-        silent = [f"seed {s} ({d})" for s, d, g in graded if g == NO_CALL]
-        verdict = (f"wrong on {', '.join(wrong)}" if wrong else "never wrong") + (
-            f"; made no call on {', '.join(silent)}" if silent else "")
-        t_call = outcome(trial_interval(r["trial"]))
-        lower = sum(d < 0 for d in differences(r))
-        rows.append(f"* `{r['setting']}`: actual outcome **{actual}** (DoRA's eval loss lower in {lower} of "
-                    f"{len(r['records'])} seeds); the heuristic was {verdict}. The trial said {t_call} "
-                    f"({trial_grade(t_call, actual)}); check with the trial: {r['with_trial']['decision']}. "
-                    "Runs with a positive statistic (the paper's premise: FT negative, LoRA positive, DoRA "
-                    + "negative): " + "; ".join(f"{stat} {sign_counts(r, stat)}" for stat in STATISTICS) + ".")
+        rows.append(f"* `{r['setting']}`: " + " ".join(metric_finding(r, *m) for m in METRICS)
+                    + f" Check with the trial: {r['with_trial']['decision']}. Runs with a positive statistic "
+                    "(the paper's premise: FT negative, LoRA positive, DoRA negative): "
+                    + "; ".join(f"{stat} {sign_counts(r, stat)}" for stat in STATISTICS) + ".")
     return rows + [""]
+
+
+def metric_finding(r: dict, metric: str, label: str, higher: bool) -> str:
+    """'By eval loss: DoRA worse (better in 0 of 3 seeds); the heuristic was wrong on ...; the trial ...'"""
+    diffs = differences(r, metric)
+    actual = outcome(seed_interval(diffs), higher)
+    graded = [(rec["seed"], rec["alone"]["decision"], heuristic_grade(rec["alone"]["decision"], actual))
+              for rec in r["records"]]
+    wrong = [f"seed {s} ({d})" for s, d, g in graded if g == WRONG]
+    silent = [f"seed {s} ({d})" for s, d, g in graded if g == NO_CALL]
+    verdict = (f"wrong on {', '.join(wrong)}" if wrong else "never wrong") + (
+        f", no call on {', '.join(silent)}" if silent else "")
+    t_call = outcome(seed_interval(trial_differences(r["trial"], metric)), higher)
+    return (f"by {label}, **{actual}** (DoRA better in {better_count(diffs, higher)} of {len(diffs)} seeds): "
+            f"the heuristic was {verdict}; the trial said {t_call} ({trial_grade(t_call, actual)}).")
 
 
 def missing_columns(results: list[dict]) -> list[str]:

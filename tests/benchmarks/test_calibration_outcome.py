@@ -27,6 +27,12 @@ def test_outcome_needs_an_interval_that_excludes_zero(values, call):
     assert outcome(seed_interval(values)) == call
 
 
+@pytest.mark.parametrize("values, call", [([0.05, 0.06, 0.04], BETTER), ([-0.05, -0.06, -0.04], WORSE),
+                                          ([0.05, -0.06, 0.01], UNCLEAR)])
+def test_outcome_of_a_metric_where_higher_is_better(values, call):
+    assert outcome(seed_interval(values), higher_is_better=True) == call
+
+
 @pytest.mark.parametrize("decision, actual, grade", [
     ("dora_likely_helps", BETTER, RIGHT), ("dora_likely_helps", UNCLEAR, WRONG), ("dora_likely_helps", WORSE, WRONG),
     ("marginal", BETTER, WRONG), ("marginal", UNCLEAR, RIGHT), ("marginal", WORSE, RIGHT),
