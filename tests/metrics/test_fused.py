@@ -29,15 +29,18 @@ def reference_sums(a: torch.Tensor, c: torch.Tensor, axis: str) -> tuple[torch.T
 
 
 @needs_extension
-@pytest.mark.parametrize("dtype", DTYPES)
+# Same types, and a fine-tuned copy kept in another precision than its base.
+@pytest.mark.parametrize("dtype,c_dtype", [(dt, dt) for dt in DTYPES] + [
+    (torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16), (torch.float16, torch.float32),
+    (torch.bfloat16, torch.float16)])
 @pytest.mark.parametrize("axis", ["out", "in"])
 # Shapes across the kernel's seams: lane remainders (cols % 16), more than one fp32 flush per
 # channel (cols > 16 * 256 on rows, rows > 256 on columns), partial column tiles (cols % 256).
 @pytest.mark.parametrize("shape", [(1, 1), (3, 15), (7, 17), (5, 4096 + 16 * 256 + 3), (600, 300), (257, 513)])
-def test_sums_match_float64_reference(dtype, axis, shape):
+def test_sums_match_float64_reference(dtype, c_dtype, axis, shape):
     g = torch.Generator().manual_seed(7)
     a = (torch.randn(shape, generator=g) * 3).to(dtype)
-    c = (a.double() + 1e-2 * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+    c = (a.double() + 1e-2 * torch.randn(shape, generator=g, dtype=torch.float64)).to(c_dtype)
     got = fused.sums(a, c, axis)
     ref, scale = reference_sums(a, c, axis)
     assert got is not None and got.dtype == torch.float64
@@ -80,12 +83,12 @@ def test_block_sums_takes_the_one_pass_kernel_and_agrees_with_the_fallback(axis,
         torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("case", ["float64", "mixed dtypes", "strided", "float8"])
+@pytest.mark.parametrize("case", ["float64", "float64 and bf16", "strided", "float8"])
 def test_other_blocks_fall_back(case):
     """Blocks the C kernel does not read (other dtypes, views with strides) go to torch."""
     a = torch.randn(6, 32)
     c = a + 0.1
-    a, c = {"float64": (a.double(), c.double()), "mixed dtypes": (a.bfloat16(), c), "strided": (a[:, ::2], c[:, ::2]),
+    a, c = {"float64": (a.double(), c.double()), "float64 and bf16": (a.bfloat16(), c.double()), "strided": (a[:, ::2], c[:, ::2]),
             "float8": (a.to(torch.float8_e4m3fn), c.to(torch.float8_e4m3fn))}[case]
     assert fused.sums(a, c, "out") is None
 

@@ -43,7 +43,7 @@ static inline float load_f16(const void *p, Py_ssize_t i) {
 }
 
 /* out[0..2][r] += sums over the columns of row r (out is 3 x rows fp64). */
-#define ROWS_KERNEL(NAME, LOAD)                                                               \
+#define ROWS_KERNEL(NAME, LOAD_A, LOAD_C)                                                     \
     CLONES static void NAME(const void *a, const void *c, Py_ssize_t rows, Py_ssize_t cols,   \
                             double *out) {                                                    \
         for (Py_ssize_t r = 0; r < rows; ++r) {                                               \
@@ -54,13 +54,13 @@ static inline float load_f16(const void *p, Py_ssize_t i) {
                 Py_ssize_t stop = whole - j > FLUSH * LANES ? j + FLUSH * LANES : whole;      \
                 for (; j < stop; j += LANES)                                                  \
                     for (int k = 0; k < LANES; ++k) {                                         \
-                        float av = LOAD(a, base + j + k), dv = LOAD(c, base + j + k) - av;    \
+                        float av = LOAD_A(a, base + j + k), dv = LOAD_C(c, base + j + k) - av; \
                         x0[k] += av * av; x1[k] += av * dv; x2[k] += dv * dv;                 \
                     }                                                                         \
                 for (int k = 0; k < LANES; ++k) { s0 += x0[k]; s1 += x1[k]; s2 += x2[k]; }    \
             }                                                                                 \
             for (; j < cols; ++j) {                                                           \
-                float av = LOAD(a, base + j), dv = LOAD(c, base + j) - av;                    \
+                float av = LOAD_A(a, base + j), dv = LOAD_C(c, base + j) - av;                \
                 s0 += av * av; s1 += av * dv; s2 += dv * dv;                                  \
             }                                                                                 \
             out[r] += s0; out[rows + r] += s1; out[2 * rows + r] += s2;                       \
@@ -69,7 +69,7 @@ static inline float load_f16(const void *p, Py_ssize_t i) {
 
 /* out[0..2][j] += sums over the rows of column j (out is 3 x cols fp64), a tile of columns
  * at a time so that the fp32 partial sums stay in L1 while the rows stream past. */
-#define COLS_KERNEL(NAME, LOAD)                                                               \
+#define COLS_KERNEL(NAME, LOAD_A, LOAD_C)                                                     \
     CLONES static void NAME(const void *a, const void *c, Py_ssize_t rows, Py_ssize_t cols,   \
                             double *out) {                                                    \
         float x0[TILE], x1[TILE], x2[TILE];                                                   \
@@ -81,7 +81,7 @@ static inline float load_f16(const void *p, Py_ssize_t i) {
                 for (Py_ssize_t r = r0; r < r1; ++r) {                                        \
                     Py_ssize_t base = r * cols + j0;                                          \
                     for (Py_ssize_t k = 0; k < n; ++k) {                                      \
-                        float av = LOAD(a, base + k), dv = LOAD(c, base + k) - av;            \
+                        float av = LOAD_A(a, base + k), dv = LOAD_C(c, base + k) - av;        \
                         x0[k] += av * av; x1[k] += av * dv; x2[k] += dv * dv;                 \
                     }                                                                         \
                 }                                                                             \
@@ -92,29 +92,38 @@ static inline float load_f16(const void *p, Py_ssize_t i) {
         }                                                                                     \
     }
 
-ROWS_KERNEL(rows_f32, load_f32)
-ROWS_KERNEL(rows_bf16, load_bf16)
-ROWS_KERNEL(rows_f16, load_f16)
-COLS_KERNEL(cols_f32, load_f32)
-COLS_KERNEL(cols_bf16, load_bf16)
-COLS_KERNEL(cols_f16, load_f16)
+/* Every pairing of the three element types (a fine-tuned fp32 copy of a bf16 base, ...). */
+#define KERNELS_OF(A, LOAD_A)                                                                 \
+    ROWS_KERNEL(rows_##A##_f32, LOAD_A, load_f32)                                             \
+    ROWS_KERNEL(rows_##A##_bf16, LOAD_A, load_bf16)                                           \
+    ROWS_KERNEL(rows_##A##_f16, LOAD_A, load_f16)                                             \
+    COLS_KERNEL(cols_##A##_f32, LOAD_A, load_f32)                                             \
+    COLS_KERNEL(cols_##A##_bf16, LOAD_A, load_bf16)                                           \
+    COLS_KERNEL(cols_##A##_f16, LOAD_A, load_f16)
+KERNELS_OF(f32, load_f32)
+KERNELS_OF(bf16, load_bf16)
+KERNELS_OF(f16, load_f16)
 
 typedef void (*kernel_fn)(const void *, const void *, Py_ssize_t, Py_ssize_t, double *);
-static const kernel_fn KERNELS[2][3] = {{cols_f32, cols_bf16, cols_f16}, {rows_f32, rows_bf16, rows_f16}};
+#define ROW_OF(AXIS, A) {AXIS##_##A##_f32, AXIS##_##A##_bf16, AXIS##_##A##_f16}
+static const kernel_fn KERNELS[2][3][3] = {  /* [by_rows][type of a][type of c] */
+    {ROW_OF(cols, f32), ROW_OF(cols, bf16), ROW_OF(cols, f16)},
+    {ROW_OF(rows, f32), ROW_OF(rows, bf16), ROW_OF(rows, f16)},
+};
 
-/* sums(a_addr, c_addr, rows, cols, dtype, by_rows, out_addr): adds into the zeroed fp64
+/* sums(a_addr, c_addr, rows, cols, a_dtype, c_dtype, by_rows, out_addr): adds into the fp64
  * buffer at out_addr; the caller owns the memory and checks shapes, dtypes and contiguity. */
 static PyObject *sums(PyObject *self, PyObject *args) {
     unsigned long long a, c, out;
     Py_ssize_t rows, cols;
-    int dtype, by_rows;
-    if (!PyArg_ParseTuple(args, "KKnnipK", &a, &c, &rows, &cols, &dtype, &by_rows, &out))
+    int a_type, c_type, by_rows;
+    if (!PyArg_ParseTuple(args, "KKnniipK", &a, &c, &rows, &cols, &a_type, &c_type, &by_rows, &out))
         return NULL;
-    if (dtype < F32 || dtype > F16 || rows < 0 || cols < 0) {
+    if (a_type < F32 || a_type > F16 || c_type < F32 || c_type > F16 || rows < 0 || cols < 0) {
         PyErr_SetString(PyExc_ValueError, "sums: bad dtype code or shape");
         return NULL;
     }
-    kernel_fn fn = KERNELS[by_rows ? 1 : 0][dtype];
+    kernel_fn fn = KERNELS[by_rows ? 1 : 0][a_type][c_type];
     Py_BEGIN_ALLOW_THREADS   /* streams run in threads: release the GIL while reading */
     fn((const void *)(uintptr_t)a, (const void *)(uintptr_t)c, rows, cols, (double *)(uintptr_t)out);
     Py_END_ALLOW_THREADS

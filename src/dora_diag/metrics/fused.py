@@ -2,8 +2,8 @@
 
 ``sums`` returns None wherever the fast path does not apply: the extension could not be
 built (no C compiler when installing), it is switched off (``DORA_DIAG_FAST_KERNEL=0``, or
-``ENABLED = False`` in tests), or the block is not a pair of C-contiguous CPU tensors of one
-of fp32/bf16/fp16. ``kernels.block_sums`` then runs the torch kernel, which gives the same
+``ENABLED = False`` in tests), or the block is not a pair of C-contiguous CPU tensors of
+fp32/bf16/fp16 (in any pairing). ``kernels.block_sums`` then runs the torch kernel, which gives the same
 numbers to fp32 rounding.
 """
 
@@ -53,11 +53,11 @@ def sums(a: torch.Tensor, c: torch.Tensor, axis: str) -> torch.Tensor | None:
     if not (ENABLED and AVAILABLE):
         _say_once()
         return None
-    code = _CODES.get(a.dtype)
-    if (code is None or c.dtype != a.dtype or a.shape != c.shape or a.dim() != 2 or a.device.type != "cpu"
+    a_code, c_code = _CODES.get(a.dtype), _CODES.get(c.dtype)
+    if (a_code is None or c_code is None or a.shape != c.shape or a.dim() != 2 or a.device.type != "cpu"
             or c.device.type != "cpu" or not a.is_contiguous() or not c.is_contiguous()):
         return None
     rows, cols = a.shape
     out = torch.zeros(3, rows if axis == "out" else cols, dtype=torch.float64)
-    _fused.sums(a.data_ptr(), c.data_ptr(), rows, cols, code, axis == "out", out.data_ptr())
+    _fused.sums(a.data_ptr(), c.data_ptr(), rows, cols, a_code, c_code, axis == "out", out.data_ptr())
     return out
