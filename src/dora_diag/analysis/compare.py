@@ -62,8 +62,9 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         try:
             with closing(runner.results(job, opened, progress.advance)) as all_results:
                 for tp, results in zip(plan.tensors, all_results):
-                    rows.extend(rows_for(tp, results))
-                    log.add(tp, results)
+                    new = rows_for(tp, results)
+                    rows.extend(new)
+                    log.add(tp, results, new)
                     progress.tensor_done(tp.info.name)
         finally:
             progress.finish()

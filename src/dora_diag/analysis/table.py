@@ -14,6 +14,7 @@ from .stream import TargetResult
 COLUMNS = ["run", "method", "step", "checkpoint", "tensor", "stack", "layer", "module", "expert", "group", "rows",
            "cols", "dtype",
            "delta_m", "delta_d", "rel_delta_m", "zero_rows", "flags"]
+ZERO_CHANGE = "zero change"   # flag of an adapted tensor the adapter leaves exactly at the base
 
 
 def summarize(ch: ChannelChanges, index: slice | list[int] | None = None) -> dict:
@@ -32,6 +33,13 @@ def summarize(ch: ChannelChanges, index: slice | list[int] | None = None) -> dic
     }
 
 
+def is_zero_change(target, stats: dict) -> bool:
+    """An adapter (rows computed from the base, not stored) that leaves this tensor exactly as
+    the base: B = 0, or a DoRA magnitude equal to the base norm. Identical rows give ΔM = ΔD = 0
+    exactly in the kernel (d = 0), so the measured values decide, whatever the format."""
+    return not target.source.stored and stats["delta_m"] == 0 and stats["delta_d"] == 0
+
+
 def _mean(x: torch.Tensor) -> float:
     return float(x.mean()) if x.numel() else math.nan
 
@@ -48,6 +56,8 @@ def rows_for(plan: TensorPlan, results: list[TargetResult]) -> list[dict]:
                 flags.append("nonfinite")
             elif math.isnan(stats["delta_d"]):
                 flags.append("all channels zero")
+            elif is_zero_change(t, stats):
+                flags.append(ZERO_CHANGE)
             rows.append({
                 "run": t.ref.run, "step": t.ref.step, "checkpoint": t.ref.name, "tensor": plan.info.name,
                 "stack": plan.stack, "layer": plan.layer,

@@ -30,6 +30,7 @@ from ..io.method import LORA_FAMILY
 from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS
 from .relative import relative_evidence
 from .stats import POOLED
+from .table import ZERO_CHANGE
 
 STATISTIC = "partial_r"
 STATISTIC_WHY = ("partial r: the ΔD–ΔM correlation after removing each checkpoint's mean and a linear depth "
@@ -37,6 +38,7 @@ STATISTIC_WHY = ("partial r: the ΔD–ΔM correlation after removing each check
 METHOD_NAMES = {"ft": "full fine-tuning", "lora": "LoRA", "rslora": "rsLoRA", "dora": "DoRA", "dvora": "DVoRA",
                 "dora-magnitude-only": "DoRA (magnitude only on some modules)",
                 "dora-frozen-magnitude": "DoRA with a frozen magnitude", "unknown": "an unknown method"}
+UNCHANGED_HEADLINE = "This adapter has not changed the model: every adapted tensor equals the base."
 STAT_KEYS = ("n", "units", "checkpoints", "pearson_r", "pearson_ci_low", "pearson_ci_high", "pearson_p",
              "within_checkpoint_r", "within_checkpoint_ci_low", "within_checkpoint_ci_high", "within_checkpoint_p",
              "partial_r", "partial_ci_low", "partial_ci_high", "partial_p", "naive_p", "naive_ci_low",
@@ -59,11 +61,18 @@ def verdict(analysis, min_r: float = CHECK_MIN_R, alpha: float = CHECK_ALPHA, mi
         method = methods.get(run, "unknown")
         relative = relative_evidence(analysis, run) if method in LORA_FAMILY else []
         trial = (trials or {}).get(run)
-        out.append({"run": run, "method": method, **decide(pooled, method, th, relative, trial),
+        decision = decide(pooled, method, th, relative, trial, unchanged=_unchanged(analysis.table, run))
+        out.append({"run": run, "method": method, **decision,
                     "statistic": STATISTIC, "thresholds": dict(th), "pooled": pooled, "modules": modules,
                     "relative": relative, "trial": trial, "ci_method": _first(rows, "ci_method"),
                     "p_method": _first(rows, "p_method")})
     return out
+
+
+def _unchanged(table: pd.DataFrame, run: str) -> bool:
+    """Every adapted tensor of every checkpoint of ``run`` is exactly the base (``table.ZERO_CHANGE``)."""
+    flags = table.loc[(table["run"] == run) & (table["group"].fillna("") == ""), "flags"].fillna("")
+    return len(flags) > 0 and all(ZERO_CHANGE in str(f).split(";") for f in flags)
 
 
 def _pooled(rows: pd.DataFrame) -> dict:
@@ -84,8 +93,15 @@ def stat_dict(row: pd.Series) -> dict:
 
 
 # ---- the decision and its words ----------------------------------------------------------------
-def decide(s: dict, method: str, th: dict, relative: list[dict] = (), trial: dict | None = None) -> dict:
-    """{"decision", "decided_by", "headline", "reason", "note"} for one run's pooled stats ``s``."""
+def decide(s: dict, method: str, th: dict, relative: list[dict] = (), trial: dict | None = None,
+           unchanged: bool = False) -> dict:
+    """{"decision", "decided_by", "headline", "reason", "note"} for one run's pooled stats ``s``;
+    ``unchanged``: every adapted tensor of the run equals the base, so there is nothing to judge."""
+    if unchanged:
+        return {"decision": "inconclusive", "decided_by": "none", "headline": UNCHANGED_HEADLINE,
+                "reason": f"every adapted tensor is flagged '{ZERO_CHANGE}': ΔM = ΔD = 0 exactly (B = 0, or DoRA "
+                          "magnitudes equal to the base norms)",
+                "note": "Check that training updated the adapter and that the trained weights were saved."}
     if method not in LORA_FAMILY:
         return {"decision": "not_applicable", "decided_by": "none", "headline": describe_pattern(s, method, th),
                 "reason": f"the decision is made for LoRA-family runs only; this is a {METHOD_NAMES[method]} run",

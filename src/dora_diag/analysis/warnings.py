@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from .plan import Plan, TensorPlan
 from .stream import TargetResult
+from .table import ZERO_CHANGE
 
 EXAMPLES = 2
 
@@ -25,8 +26,11 @@ class WarningLog:
     def __init__(self) -> None:
         self._nonfinite: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
         self._resized: list[str] = []
+        self._unchanged: dict[str, list[tuple[str, str]]] = defaultdict(list)   # run -> (checkpoint, tensor)
 
-    def add(self, plan: TensorPlan, results: list[TargetResult]) -> None:
+    def add(self, plan: TensorPlan, results: list[TargetResult], rows: list[dict]) -> None:
+        """``rows``: the table rows of these results (``table.rows_for``), for their flags."""
+        self._unchanged_in(rows)
         for r in results:
             key = (r.target.ref.run, r.target.ref.name)
             if r.nonfinite:
@@ -34,8 +38,18 @@ class WarningLog:
             self._resized.extend(f"{key[0]}/{key[1]}: {plan.info.name} {flag}; compared the {r.target.rows} shared "
                                  "rows" for flag in r.target.flags if flag.startswith("resized"))
 
+    def _unchanged_in(self, rows: list[dict]) -> None:
+        for row in rows:
+            if not row["group"] and ZERO_CHANGE in row["flags"].split(";"):
+                self._unchanged[row["run"]].append((row["checkpoint"], row["tensor"]))
+
     def lines(self, plan: Plan) -> list[str]:
         out = []
+        for run, found in self._unchanged.items():
+            ckpts = len({c for c, _ in found})
+            out.append(f"{run}: {len(found)} adapted tensor(s) in {ckpts} checkpoint(s) are exactly the base "
+                       f"({_examples(sorted({t for _, t in found}))}): the adapter changes nothing there (B = 0, "
+                       f"or a DoRA magnitude equal to the base norm); flagged '{ZERO_CHANGE}'")
         for (run, ckpt), found in self._nonfinite.items():
             sides = sorted({s for _, sides in found for s in sides})
             out.append(f"{run}/{ckpt}: {len(found)} tensor(s) with NaN/Inf values in the {' and '.join(sides)} "
