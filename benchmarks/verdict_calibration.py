@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibration_api as api  # noqa: E402
-from calibration_report import render  # noqa: E402
+from calibration_report import environment, render  # noqa: E402
 from calibration_runs import base_of, run_summary, train_cached  # noqa: E402
 from calibration_settings import SETTINGS, Setting, materialize  # noqa: E402
 
@@ -116,7 +116,8 @@ def run_setting(setting: Setting, work: Path, command: str, ft_seeds: int | None
         decided = decided.result()
     return {"setting": setting.name, "description": setting.description, "command": command,
             "fields": fields, "lr": setting.lr, "seeds": list(setting.seeds), "records": records,
-            "trial": trial, "with_trial": decided, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "trial": trial, "with_trial": decided, "environment": environment(),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ft-seeds", type=int, default=None,
                         help="full fine-tuning reference runs for the first N seeds only (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (runs and checks in parallel)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rebuild the report from the settings' results.json in --work")
     args = parser.parse_args(argv)
     command = "python benchmarks/verdict_calibration.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     names = list(SETTINGS) if args.setting == "all" else [args.setting]
-    for name in names:
+    for name in names if not args.report_only else ():
         result = run_setting(SETTINGS[name], args.work, command, args.ft_seeds, args.jobs)
         write_atomic(args.work / name / "results.json", json.dumps(result, indent=1) + "\n")
     results = [json.loads(p.read_text(encoding="utf-8")) for name in SETTINGS

@@ -24,7 +24,7 @@ def _result():
     return {"setting": "toy", "description": "a toy setting",
             "command": "python benchmarks/verdict_calibration.py --setting toy",
             "fields": {"steps": 10, "targets": ["q", "v"]}, "lr": {"ft": 1e-3, "lora": 4e-3, "dora": 4e-3},
-            "seeds": [0, 1, 2], "finished": "today",
+            "seeds": [0, 1, 2], "finished": "today", "environment": "dora-diag 0 at commit abc",
             "records": [_record(0, 1.0, 1.1), _record(1, 1.0, 1.12), _record(2, 1.0, 1.09)],
             "trial": {"settings": {"steps": 5}, "summary": "DoRA raised it",
                       "runs": [{"method": m, "seed": k, "eval_loss": loss + k / 50, "eval_accuracy": 0.5}
@@ -35,6 +35,7 @@ def _result():
 def test_report_grades_a_wrong_heuristic_per_metric_and_marks_missing_statistics():
     text = render([_result()])
     assert "python benchmarks/verdict_calibration.py --setting toy" in text.splitlines()[5]
+    assert "* `toy`: dora-diag 0 at commit abc; finished today." in text
     assert ("by eval loss, **DoRA worse** (DoRA better in 0 of 3 seeds): the heuristic was wrong on seed 0 "
             "(dora_likely_helps), seed 1") in text
     assert "by eval accuracy, **DoRA better** (DoRA better in 3 of 3 seeds): the heuristic was never wrong" in text
