@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from dora_diag.errors import InputError
-from dora_diag.report import export
+from dora_diag.report import export, figures
 
 from .conftest import synthetic_analysis
 
@@ -54,7 +54,7 @@ def test_missing_browser_is_one_clear_line(monkeypatch):
 def test_every_report_figure_exports(tmp_path):
     _renderer()
     a = synthetic_analysis()
-    written = export.export_report_figures(a, tmp_path / "figs", formats=("png", "svg", "pdf"))
+    written = figures.export_report_figures(a, tmp_path / "figs", formats=("png", "svg", "pdf"))
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     assert names == sorted(p.name for p in written) and len(written) == 3 * 10   # 10 report figures
     scatter_png = next(p for p in written if p.name == "01-figure2_q_proj.png")

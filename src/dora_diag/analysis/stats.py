@@ -73,7 +73,7 @@ def fit_points(table: pd.DataFrame) -> pd.DataFrame:
 def unit_keys(pts: pd.DataFrame) -> list[tuple]:
     """The independent unit of each point: its layer, within its stack (a tower of a multi-tower
     model; "" for the only one) when the table says."""
-    stack = pts["stack"].fillna("").astype(str) if "stack" in pts.columns else pd.Series("", index=pts.index)
+    stack = pts["stack"].astype(object).fillna("").astype(str) if "stack" in pts.columns else pd.Series("", index=pts.index)
     return list(zip(stack, pts["layer"].astype(int)))
 
 

@@ -92,7 +92,7 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, all
         if not opts.quiet:
             echo(f"report written to {opts.out}")
     if figures:
-        from ..report.export import export_report_figures
+        from ..report.figures import export_report_figures
 
         written = export_report_figures(analysis, figures)
         if not opts.quiet:

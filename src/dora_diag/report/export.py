@@ -123,12 +123,3 @@ def write_figures(named: list[tuple[str, go.Figure]], directory: str | os.PathLi
             os.replace(path, out / path.name)
             written.append(out / path.name)
     return written
-
-
-def export_report_figures(analysis, directory: str | os.PathLike,
-                          formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Every figure of the HTML report (``report_figures``) as files in ``directory``."""
-    from .figures import report_figures
-
-    named = [item for items in report_figures(analysis).values() for item in items]
-    return write_figures(named, directory, formats)

@@ -30,10 +30,13 @@ SVG (when a renderer is available), so a saved notebook shows them without JavaS
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import plotly.graph_objects as go
 
 from .common import METRICS, checkpoints, delta_m_scales, in_report_order, module_types, run_labels, training_logs
-from .export import ReportFigure
+from .export import ReportFigure, write_figures
 from .layers import heatmap, profile
 from .scatter import scatter
 from .trajectory import final_evals, training, trajectory
@@ -64,3 +67,10 @@ def report_figures(analysis) -> dict[str, list[tuple[str, go.Figure]]]:
     if training_logs(analysis):
         out["training"] = [("training", training(analysis))]
     return out
+
+
+def export_report_figures(analysis, directory: str | os.PathLike,
+                          formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Every figure of the HTML report (``report_figures``) as files in ``directory``."""
+    named = [item for items in report_figures(analysis).values() for item in items]
+    return write_figures(named, directory, formats)
