@@ -27,15 +27,16 @@ class LocalExecutor:
         """Each planned tensor's results, in plan order; ``advance(nbytes)`` as bytes are read."""
         dev = resolve_device(job.device)
         self.device_label = device_label(dev)
-        # Adapter sources cache one tensor's factors at a time: their tensors go one by one.
-        streams = cpu_streams(dev) if all(s.kind == "full" for _, s in opened.sources) else 1
+        # A source that is not parallel-safe (adapters cache one tensor's factors) goes tensor by tensor.
+        streams = cpu_streams(dev) if all(s.parallel_safe for _, s in opened.sources) else 1
         advance = _serialized(advance)
         streamers = [Streamer(opened.reader, dev, job.axis, job.block_bytes, advance) for _ in range(streams)]
         if stream_bytes(opened) > available_memory() // 2:
             # The page cache cannot keep this stream anyway: reading it through would evict
             # everything else first (and cost reclaim work, ~15% on a 28 GB pair in 24 GB).
-            for r in [opened.reader] + [s.reader for _, s in opened.sources if s.kind == "full"]:
-                r.drop_behind = True
+            opened.reader.drop_behind = True
+            for _, s in opened.sources:
+                s.drop_behind()
         with intra_op_threads(torch.get_num_threads() // streams), \
                 closing(run_all(opened.plan.tensors, streamers)) as all_results:
             yield from all_results
@@ -54,8 +55,8 @@ def device_label(dev: torch.device) -> str:
 
 
 def stream_bytes(opened: Opened) -> int:
-    """Bytes the planned tensors stream: each base tensor and every full checkpoint's counterpart."""
-    return sum(t.info.nbytes * (1 + sum(x.source.kind == "full" for x in t.targets)) for t in opened.plan.tensors)
+    """Bytes the planned tensors stream: each base tensor and every stored counterpart."""
+    return sum(t.info.nbytes * (1 + sum(x.source.stored for x in t.targets)) for t in opened.plan.tensors)
 
 
 def _serialized(fn: Callable[[int], None]) -> Callable[[int], None]:

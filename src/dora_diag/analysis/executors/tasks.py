@@ -46,7 +46,7 @@ def split(plan: Plan, job: Job, task_bytes: int = DEFAULT_TASK_BYTES) -> list[Ra
     tasks = []
     for i, tp in enumerate(plan.tensors):
         rows = tp.info.shape[0]
-        row_bytes = tp.info.row_bytes * (1 + sum(t.source.kind == "full" for t in tp.targets))
+        row_bytes = tp.info.row_bytes * (1 + sum(t.source.stored for t in tp.targets))
         kernel_axis = reduce_axis(job.axis, tp)
         if kernel_axis == "out":
             step = block_rows(tp.info.row_bytes, stream_block_bytes(job.block_bytes, kernel_axis))
