@@ -113,3 +113,9 @@ def test_by_expert_view_fits_each_expert_apart():
     assert a.stats("module")["n"].tolist() == [12, 12]   # pooled within the module type by default
     assert "by_expert" in a.summary()["stats"]
     assert "by_expert" not in Analysis(_table({"q_proj": [(1e-6, 1e-3)] * 3}), {"runs": [{"label": "FT"}]}).summary()["stats"]
+
+
+def test_outputs_written_to_a_path_return_none_like_pandas(tmp_path):
+    a = Analysis(_table({"q_proj": [(1e-6 * i, 2e-3 * i) for i in range(1, 6)]}), {"runs": [{"label": "FT"}]})
+    assert a.to_csv(tmp_path / "t.csv") is None and (tmp_path / "t.csv").read_text() == a.to_csv()
+    assert a.to_json(tmp_path / "s.json") is None and (tmp_path / "s.json").read_text() == a.to_json()

@@ -71,11 +71,10 @@ class Analysis:
         return [r["label"] for r in self.meta.get("runs", [])]
 
     # ---- outputs -----------------------------------------------------------------------------
-    def to_csv(self, path: str | os.PathLike | None = None) -> str:
-        text = table_csv(self.table)
-        if path is not None:
-            write_atomic(path, text)
-        return text
+    def to_csv(self, path: str | os.PathLike | None = None) -> str | None:
+        """The per-tensor table as CSV: returned as text, or written atomically to ``path``
+        (then None, as pandas does, so a notebook cell does not echo the whole file)."""
+        return _write_or_return(table_csv(self.table), path)
 
     def summary(self) -> dict:
         """Everything but the per-tensor table, as plain JSON-ready data."""
@@ -92,19 +91,14 @@ class Analysis:
             out["verdicts"] = self.verdicts
         return out
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        text = dump_json(self.summary())
-        if path is not None:
-            write_atomic(path, text)
-        return text
+    def to_json(self, path: str | os.PathLike | None = None) -> str | None:
+        """``summary()`` as JSON text, or written atomically to ``path`` (then None)."""
+        return _write_or_return(dump_json(self.summary()), path)
 
     def to_html(self, path: str | os.PathLike | None = None) -> str:
         from ..report.html import render_report
 
-        text = render_report(self)
-        if path is not None:
-            write_atomic(path, text)
-        return text
+        return _write_or_return(render_report(self), path)
 
     def figure(self, kind: str = "scatter", **kwargs):
         """A plotly Figure: ``kind`` in ``report.figures.FIGURES`` (scatter, profile, heatmap, ...)."""
@@ -121,3 +115,10 @@ class Analysis:
         n_ckpt = self.table[["run", "checkpoint"]].drop_duplicates().shape[0]
         return (f"<Analysis {len(self.runs)} run(s), {n_ckpt} checkpoint(s), "
                 f"{self.table['tensor'].nunique()} tensors, axis={self.meta.get('axis')}>")
+
+
+def _write_or_return(text: str, path: str | os.PathLike | None) -> str | None:
+    if path is None:
+        return text
+    write_atomic(path, text)
+    return None
