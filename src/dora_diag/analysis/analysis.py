@@ -95,7 +95,8 @@ class Analysis:
         """``summary()`` as JSON text, or written atomically to ``path`` (then None)."""
         return _write_or_return(dump_json(self.summary()), path)
 
-    def to_html(self, path: str | os.PathLike | None = None) -> str:
+    def to_html(self, path: str | os.PathLike | None = None) -> str | None:
+        """The self-contained HTML report, or written atomically to ``path`` (then None)."""
         from ..report.html import render_report
 
         return _write_or_return(render_report(self), path)
