@@ -96,7 +96,7 @@ def timing(rank: int, steps: int, batch: int, seq: int) -> dict:
 def norm_microbench(repeats: int = 50) -> list[dict]:
     """Cost of one DoRA row-norm evaluation (no graph): from the factors, through one fused addmm, and
     PEFT's way (B·A, then W0 + s·BA, then the norm). Fastest of ``repeats``, interleaved."""
-    from dora_diag.train.norms import dense_row_norm, factored_row_norm, fused_dense_row_norm, squared_row_norms
+    from dora_diag.adapters.norms import dense_row_norm, factored_row_norm, fused_dense_row_norm, squared_row_norms
     torch.set_num_threads(2)
     rows = []
     for out, inp in ((384, 384), (1536, 384), (384, 1536), (4096, 4096), (11008, 4096)):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dora_diag.outputs.atomic import write_atomic
 from dora_diag.report.browser import Browser
-from dora_diag.train.demo import DemoConfig, run_demo
+from dora_diag.demo import DemoConfig, run_demo
 
 
 def main() -> None:

@@ -10,6 +10,15 @@ from ckpt_helpers import write_checkpoint
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread avoids oversubscribing shared 2-core machines."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def make_pair(tmp_path):
     """Write a base/fine-tuned pair of LLaMA-named checkpoints; returns (base_dir, ft_dir, base, ft)."""

@@ -12,7 +12,7 @@ from dora_diag.analysis.verdict import verdict
 from dora_diag.cli.main import cli
 from dora_diag.options import CHECK_TRIAL_SEEDS, DEFAULT_BLOCK_BYTES
 from dora_diag.train.config import TrainConfig
-from dora_diag.train.demo import DemoConfig
+from dora_diag.demo import DemoConfig
 from dora_diag.train.trial import run_trial
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cli_helpers import call
-from dora_diag.train.demo import DemoConfig, DemoResult, MethodSummary, run_configs, spread
+from dora_diag.demo import DemoConfig, DemoResult, MethodSummary, run_configs, spread
 from dora_diag.train.model import BuiltinConfig, BuiltinTransformer, save_full_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")

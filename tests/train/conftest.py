@@ -9,12 +9,8 @@ SMALL = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models are tiny: one thread avoids oversubscribing shared 2-core machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _tiny_models_on_one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

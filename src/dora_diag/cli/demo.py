@@ -28,7 +28,7 @@ def demo_cmd(out, model, runs_dir, steps, save_every, seed, seeds, quiet):
     compare each seed's runs with the base, print the median and range over seeds, and write the
     first seed's report. About 1.5 minutes of one CPU core for 3 seeds (measured: 94 s of CPU
     time), plus ~30 s the first time, to build the base."""
-    from ..train.demo import DemoConfig, run_demo
+    from ..demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, model=model, runs_dir=runs_dir, steps=steps, save_every=save_every, seed=seed,
                      seeds=seeds)

@@ -92,7 +92,7 @@ class TrainConfig:
         ``magnitude_only``)."""
         if self.method == "ft":
             return None
-        from .inject import AdapterConfig  # torch: only when a run is built
+        from ..adapters.inject import AdapterConfig  # torch: only when a run is built
         mag = tuple(self.magnitude_only) if self.method == "dora-magnitude-only" else ()
         return AdapterConfig(method=self.method, rank=self.rank, alpha=self.alpha, dropout=self.dropout,
                              use_rslora=self.use_rslora, targets=tuple(self.targets) + mag, magnitude_only=mag,

@@ -13,7 +13,7 @@ import torch
 from ..errors import TrainingError
 from .config import SMALL_MODEL_PARAMS, TrainConfig
 from .data import IGNORE, TaskData
-from .inject import param_groups
+from ..adapters.inject import param_groups
 
 
 @dataclass

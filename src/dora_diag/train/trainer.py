@@ -28,10 +28,10 @@ from ..errors import InputError
 from ..metrics.device import resolve_device
 from ..outputs.atomic import write_atomic
 from .config import TrainConfig
-from .inject import AdapterConfig, apply_adapters
+from ..adapters.inject import AdapterConfig, apply_adapters
 from .loop import Setup, TrainProgress, evaluate, optimize, peak_memory_mb, threads_for, torch_threads
 from .model import save_full_model
-from .nf4 import model_bytes, quantize_linears
+from ..adapters.nf4 import model_bytes, quantize_linears
 
 def prepare_run_dir(out: str | os.PathLike) -> Path:
     """Create OUT, refusing one that already holds a run (no silent overwrite)."""
@@ -56,7 +56,7 @@ def save_checkpoint(model: torch.nn.Module, cfg: TrainConfig, adapter: AdapterCo
         if adapter is None:
             save_full_model(model, tmp)
         else:
-            from .peft_format import save_peft_adapter
+            from ..adapters.peft_format import save_peft_adapter
             save_peft_adapter(model, adapter, tmp, base_model_name_or_path=base_path)
         write_atomic(tmp / "trainer_state.json", json.dumps({"global_step": step, "max_steps": cfg.steps}) + "\n")
         os.replace(tmp, final)

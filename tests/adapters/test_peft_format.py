@@ -13,9 +13,9 @@ from safetensors import safe_open
 from tiny_peft import MODELS
 
 from dora_diag.errors import InputError, UnsupportedError
-from dora_diag.train.inject import AdapterConfig, adapter_layers, apply_adapters
-from dora_diag.train.layers import DVoraLinear, MagnitudeOnlyLinear
-from dora_diag.train.peft_format import load_peft_adapter, save_peft_adapter
+from dora_diag.adapters.inject import AdapterConfig, adapter_layers, apply_adapters
+from dora_diag.adapters.layers import DVoraLinear, MagnitudeOnlyLinear
+from dora_diag.adapters.peft_format import load_peft_adapter, save_peft_adapter
 
 IDS = torch.randint(0, 96, (2, 6), generator=torch.Generator().manual_seed(0))
 

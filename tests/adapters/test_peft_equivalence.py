@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_peft import MODELS
 
-from dora_diag.train.inject import AdapterConfig, adapter_layers, apply_adapters, merge_adapters
+from dora_diag.adapters.inject import AdapterConfig, adapter_layers, apply_adapters, merge_adapters
 
 TARGETS = {"llama": ("q_proj", "v_proj", "down_proj"), "gpt2": ("c_attn", "c_fc")}
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from dora_diag.errors import InputError
-from dora_diag.train.inject import AdapterConfig, apply_adapters
-from dora_diag.train.nf4 import (NF4_CODE, NF4Linear, dequantize_nf4, model_bytes, quantize_linears,
+from dora_diag.adapters.inject import AdapterConfig, apply_adapters
+from dora_diag.adapters.nf4 import (NF4_CODE, NF4Linear, dequantize_nf4, model_bytes, quantize_linears,
                                  quantize_nf4)
 
 HALF_GAP = float((NF4_CODE[1:] - NF4_CODE[:-1]).max() / 2)

@@ -24,13 +24,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..analysis.compare import Progress, compare
-from ..analysis.verdict import verdict
-from ..errors import InputError
-from ..options import DEMO_SAVE_EVERY, DEMO_SEEDS, DEMO_STEPS
-from ..outputs.atomic import check_writable
-from .builtin import builtin_base
-from .trainer import TrainConfig, TrainProgress, final_eval, torch_threads, train
+from .analysis.compare import Progress, compare
+from .analysis.verdict import verdict
+from .errors import InputError
+from .options import DEMO_SAVE_EVERY, DEMO_SEEDS, DEMO_STEPS
+from .outputs.atomic import check_writable
+from .train.builtin import builtin_base
+from .train.trainer import TrainConfig, TrainProgress, final_eval, torch_threads, train
 
 METHOD_LABELS = {"ft": "FT", "lora": "LoRA", "dora": "DoRA"}
 PAPER_MODULES = ("q_proj", "v_proj")

@@ -12,10 +12,10 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from dora_diag.errors import InputError
-from dora_diag.train.inject import (AdapterConfig, adapter_layers, apply_adapters, find_targets, merge_adapters,
+from dora_diag.adapters.inject import (AdapterConfig, adapter_layers, apply_adapters, find_targets, merge_adapters,
                                     param_groups)
-from dora_diag.train.layers import DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear
-from dora_diag.train.norms import NORM_EPS, factored_row_norm, squared_row_norms
+from dora_diag.adapters.layers import DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear
+from dora_diag.adapters.norms import NORM_EPS, factored_row_norm, squared_row_norms
 
 METHODS = ("lora", "dora", "dora-frozen-magnitude", "dora-magnitude-only", "dvora")
 
@@ -80,7 +80,7 @@ def test_only_adapter_parameters_train():
 @pytest.mark.parametrize("rslora", [False, True])
 @pytest.mark.parametrize("factored_from", [0, 10**9], ids=["factored_norm", "fused_dense_norm"])
 def test_dora_forward_and_gradients_match_dense_reference(detach, rslora, factored_from, monkeypatch):
-    monkeypatch.setattr("dora_diag.train.layers.FACTORED_MIN_ELEMENTS", factored_from)
+    monkeypatch.setattr("dora_diag.adapters.layers.FACTORED_MIN_ELEMENTS", factored_from)
     torch.manual_seed(1)
     base = nn.Linear(24, 10, dtype=torch.float64)
     layer = DoraLinear(base, rank=3, alpha=6.0, use_rslora=rslora, detach_norm=detach)
