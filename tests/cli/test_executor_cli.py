@@ -41,3 +41,12 @@ def test_ray_outputs_equal_local_outputs(make_pair, tmp_path, capsys, monkeypatc
         outputs[executor] = (csv.read_bytes(), _doc(js), _doc(verdicts), json.loads(js.read_text())["executor"])
     assert outputs["ray"][:3] == outputs["local"][:3]
     assert outputs["ray"][3]["kind"] == "ray" and outputs["ray"][3]["tasks"] > 6
+
+
+def test_an_unreachable_ray_address_is_a_one_line_error(make_pair, capsys, tmp_path):
+    pytest.importorskip("ray", reason='needs the "ray" extra (pip install "dora-diag[ray]")')
+    b, f, _, _ = make_pair()
+    code, _, err = call(capsys, "compare", str(b), str(f), "--json", str(tmp_path / "s.json"),
+                        "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert_one_line_error(code, err, "cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not (tmp_path / "s.json").exists()

@@ -11,6 +11,8 @@ function the same way (``verify``: one task per tensor).
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from contextlib import ExitStack
 from typing import Any, Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ from .tasks import DEFAULT_TASK_BYTES, RangeResult, RangeTask, check_task, merge
 
 DEFAULT_MAX_RETRIES = 3
 _POLL_S = 0.5
+CONNECT_TIMEOUT_S = 5
 
 
 def import_ray():
@@ -108,6 +111,7 @@ class RayExecutor:
         ray = self.ray
         if ray.is_initialized():
             return False
+        _check_reachable(self.address or os.environ.get("RAY_ADDRESS"))
         try:
             ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -130,6 +134,17 @@ class RayExecutor:
 
     def meta(self) -> dict:
         return self._meta
+
+
+def _check_reachable(address: str | None) -> None:
+    """A ``host:port`` that nothing answers on is an error at once (Ray itself retries for minutes)."""
+    if not address or "://" in address or ":" not in address:
+        return   # none (Ray starts here), "auto", or a ray:// client address Ray reports on itself
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {e}") from None
 
 
 def _get(ray, ref) -> tuple:
