@@ -12,7 +12,7 @@ import torch
 
 import dora_diag
 from calibration_api import STATISTICS
-from calibration_outcome import NO_CALL, WRONG, heuristic_grade, outcome, seed_interval, trial_grade
+from calibration_outcome import BETTER, NO_CALL, WORSE, WRONG, heuristic_grade, outcome, seed_interval, trial_grade
 
 METHOD_ROWS = (("ft", "FT"), ("lora", "LoRA"), ("dora", "DoRA"))
 MISSING = "missing"
@@ -211,11 +211,21 @@ def sign_counts(r: dict, stat: str) -> str:
 def findings(results: list[dict]) -> list[str]:
     rows = ["## Where the heuristic was wrong", ""]
     for r in results:
-        rows.append(f"* `{r['setting']}`: " + " ".join(metric_finding(r, *m) for m in METRICS)
+        rows.append(f"* `{r['setting']}`: " + " ".join(metric_finding(r, *m) for m in METRICS) + disagreement(r)
                     + f" Check with the trial: {r['with_trial']['decision']}. Runs with a positive statistic "
                     "(the paper's premise: FT negative, LoRA positive, DoRA negative): "
                     + "; ".join(f"{stat} {sign_counts(r, stat)}" for stat in STATISTICS) + ".")
     return rows + [""]
+
+
+def disagreement(r: dict) -> str:
+    """A sentence when eval loss and accuracy give opposite calls (DoRA more accurate but less
+    confident, or the reverse), else nothing."""
+    calls = [outcome(seed_interval(differences(r, metric)), higher) for metric, _, higher in METRICS]
+    if set(calls) != {BETTER, WORSE}:
+        return ""
+    return (" **The two metrics disagree**: a correct grade on one is a wrong one on the other, and the "
+            "trial and the verdict use eval loss.")
 
 
 def metric_finding(r: dict, metric: str, label: str, higher: bool) -> str:

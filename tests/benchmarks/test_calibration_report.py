@@ -41,6 +41,7 @@ def test_report_grades_a_wrong_heuristic_per_metric_and_marks_missing_statistics
     assert "by eval accuracy, **DoRA better** (DoRA better in 3 of 3 seeds): the heuristic was never wrong" in text
     assert "the trial said DoRA worse (right)" in text                # trial loss +0.1 in both seeds
     assert "the trial said no clear difference (wrong)" in text        # trial accuracy unchanged
+    assert "**The two metrics disagree**" in text
     assert "| toy | eval loss | 3 | dora_likely_helps × 3 |" in text
     assert "| 0/3 | DoRA worse | wrong × 3 |" in text and "| 3/3 | DoRA better | right × 3 |" in text
     assert "partial_r [CI] |" in text and "| missing |" in text          # partial_r absent -> "missing"
