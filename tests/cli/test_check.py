@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+import torch
 
-from cli_helpers import call, without_timings
+from ckpt_helpers import write_checkpoint
+from cli_helpers import assert_one_line_error, call, without_timings
+from hub_helpers import cache_model
 
 pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -85,3 +89,48 @@ def test_check_json_is_byte_identical_across_runs(lora_run, tmp_path, capsys):
         texts.append(without_timings(js.read_text()))
     assert '"verdicts"' in texts[0] and '"elapsed_s"' not in texts[0]
     assert texts[0] == texts[1]
+
+
+def _name_base(run, base_id: str) -> None:
+    """Every checkpoint's adapter_config.json names ``base_id`` as its base."""
+    for config in run.glob("checkpoint-*/adapter_config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base_id}))
+
+
+def test_run_alone_is_checked_against_the_cached_base_it_names(lora_run, tmp_path, capsys, monkeypatch):
+    base, run = lora_run
+    own = shutil.copytree(run, tmp_path / "run")
+    _name_base(own, "org/tiny-llama")
+    files = {f.name: f.read_bytes() for f in base.iterdir() if f.suffix in (".json", ".safetensors")}
+    snapshot = cache_model(tmp_path / "hub", "org/tiny-llama", files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code, alone, err = call(capsys, "check", f"LoRA={own}", "--json", str(tmp_path / "alone.json"))
+    assert code == 0, err
+    code, given, err = call(capsys, "check", str(snapshot), f"LoRA={own}", "--json", str(tmp_path / "given.json"))
+    assert code == 0, err
+    assert alone == given and json.loads((tmp_path / "alone.json").read_text())["base"] == str(snapshot)
+    assert without_timings((tmp_path / "alone.json").read_text()) == without_timings((tmp_path / "given.json").read_text())
+
+
+def test_run_alone_whose_base_is_not_cached_exits_2(lora_run, tmp_path, capsys, monkeypatch):
+    _, run = lora_run
+    own = shutil.copytree(run, tmp_path / "run")
+    _name_base(own, "org/absent")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    code, _, err = call(capsys, "check", str(own / "checkpoint-5"))
+    assert_one_line_error(code, err, f"org/absent: no such file or directory, nor a model in the Hugging Face cache "
+                                     f"{tmp_path / 'empty-hub'}")
+
+
+def test_base_alone_is_audited_for_zero_channels(tmp_path, capsys):
+    w = torch.randn(8, 4)
+    w[[1, 6]] = 0
+    base = write_checkpoint(tmp_path / "base", {"layers.0.o_proj.weight": w, "layers.0.q_proj.weight": torch.randn(4, 4)})
+    code, out, err = call(capsys, "check", str(base), "--json", str(tmp_path / "audit.json"))
+    assert code == 0, err
+    assert out.splitlines() == ["layers.0.o_proj.weight: 2 of 8 output channels (rows) all zero",
+                                f"{base}: 1 of 2 weight matrices have all-zero output channels (rows): a naive DoRA "
+                                "norm divides by zero there (PEFT gives NaN)"]
+    assert json.loads((tmp_path / "audit.json").read_text())["findings"][0]["zero_channels"] == 2
+    code, _, err = call(capsys, "check", str(base), "--out", str(tmp_path / "r.html"))
+    assert_one_line_error(code, err, "--out (the HTML report) needs runs to check")

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,28 +12,12 @@ from safetensors.torch import save_file
 
 import dora_diag
 from ckpt_helpers import write_checkpoint
+from hub_helpers import COMMIT, cache_model
 from dora_diag.errors import InputError
 from dora_diag.io.checkpoint import adapter_base_id, open_checkpoint
 from dora_diag.io.hub_cache import hub_cache, looks_like_repo_id, resolve_repo_id
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def cache_model(cache: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT) -> Path:
-    """``repo_id`` in ``cache`` as huggingface_hub stores a download: content-addressed blobs,
-    a snapshot of relative symlinks to them, and refs/main naming the snapshot."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for name, data in files.items():
-        blob = hashlib.sha256(data).hexdigest()
-        (repo / "blobs" / blob).write_bytes(data)
-        os.symlink(f"../../blobs/{blob}", snapshot / name)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 @pytest.fixture

@@ -55,11 +55,26 @@ def _trial_progress(label: str, quiet: bool):
     return lambda method, seed, steps: TrainBar(f"trial {label}: {method} seed {seed}", steps, not quiet)
 
 
+def _audit(base: str, axis: str, json_: str | None, out: str | None, block_mb: float, quiet: bool) -> None:
+    """``check BASE`` alone: the zero-channel audit (``analysis.audit``)."""
+    from ..analysis.audit import audit_base
+    from ..errors import InputError
+
+    if out:
+        raise InputError("--out (the HTML report) needs runs to check; a base alone is audited: use --json")
+    audit = audit_base(base, axis=axis, block_bytes=max(1, int(block_mb * 2**20)))
+    if json_:
+        audit.to_json(json_)
+    if not quiet:
+        for line in audit.lines():
+            echo(line)
+
+
 @click.command("check")
-@click.argument("base", type=click.Path())
-@click.argument("runs", nargs=-1, required=True, metavar="[LABEL=]RUN...")
+@click.argument("paths", nargs=-1, required=True, metavar="[BASE] [LABEL=]RUN... | BASE")
 @click.option("--out", type=click.Path(), help="Write the HTML report (with the verdict cards) here.")
-@click.option("--json", "json_", type=click.Path(), help="Write the verdicts, statistics and inputs as JSON.")
+@click.option("--json", "json_", type=click.Path(),
+              help="Write the verdicts, statistics and inputs as JSON (BASE alone: the audit's findings).")
 @click.option("--min-r", type=FiniteRange(-1, 1), default=CHECK_MIN_R, show_default=True,
               help="Detrended (partial) r above which DoRA likely helps, with layer-level p < --significance.")
 @click.option("--significance", type=FiniteRange(0, 1, min_open=True, max_open=True), default=CHECK_ALPHA,
@@ -81,9 +96,15 @@ def _trial_progress(label: str, quiet: bool):
               show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
 @executor_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no printed verdict.")
-def check_cmd(base, runs, out, json_, min_r, significance, min_units, trial, trial_steps, trial_seeds, data,
+def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_steps, trial_seeds, data,
               axis, device, split_fused, allow_partial, block_mb, executor, ray_address, task_mb, quiet):
     """Will DoRA help? The ΔD–ΔM coupling of each LoRA RUN against BASE, with a decision.
+
+    With one path: an adapter or a run directory of adapters is checked against the base its
+    adapter_config.json names (base_model_name_or_path: a local path, or a model id found in
+    the local Hugging Face cache; nothing is downloaded); a model alone (BASE) is audited
+    before a DoRA run instead: its weight matrices with all-zero channels along --axis, whose
+    norm 0 makes a naive DoRA divide by zero, one line each (--json for the list; exit 0).
 
     Each RUN is [LABEL=]PATH: a PEFT adapter directory, a run directory of checkpoint-N/
     adapters, or a full fine-tuned run. Only LoRA-family runs get a decision; full fine-tuning
@@ -96,8 +117,12 @@ def check_cmd(base, runs, out, json_, min_r, significance, min_units, trial, tri
     """
     from ..analysis.check import check as run_check
     from ..analysis.verdict import verdict
+    from ..io.run_base import base_of_run
 
-    check_outputs({"--out": out, "--json": json_}, [base, *runs])
+    base, runs = (paths[0], paths[1:]) if len(paths) > 1 else (base_of_run(paths[0]), paths)
+    check_outputs({"--out": out, "--json": json_}, [p for p in (base, *runs) if p])
+    if base is None:
+        return _audit(paths[0], axis, json_, out, block_mb, quiet)
     thresholds = {"min_r": min_r, "alpha": significance, "min_units": min_units}
     analysis = run_check(base, *runs, **thresholds, axis=axis, device=device, split_fused=split_fused,
                          allow_partial=allow_partial,

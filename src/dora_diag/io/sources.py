@@ -97,6 +97,17 @@ def is_adapter(path: str) -> bool:
     return (p / ADAPTER_CONFIG).is_file() if p.is_dir() else p.name == "adapter_model.safetensors"
 
 
+def is_any_adapter(path: str) -> bool:
+    """A PEFT, LyCORIS/kohya or diffusers adapter (anything ``open_source`` computes from factors)."""
+    if is_adapter(path):
+        return True
+    weights = _single_adapter_file(path)
+    if weights is None:
+        return False
+    tensors = read_header(weights)[0]
+    return is_lycoris_file(tensors) or is_diffusers_lora(tensors)
+
+
 def open_source(path: str, base: Checkpoint) -> FineTunedSource:
     """Open a fine-tuned checkpoint, PEFT adapter, LyCORIS/kohya or diffusers LoRA at ``path``
     against ``base``."""

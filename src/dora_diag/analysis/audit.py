@@ -1,0 +1,114 @@
+"""``audit_base()``: a pre-flight check of a base model before a DoRA run.
+
+DoRA divides each weight channel by its norm ``‖W0‖`` (over the input axis per output channel
+with ``axis="out"``, PEFT's convention; over the output axis per input column with ``"in"``,
+LyCORIS' ``wd_on_output=False``). A channel that is all zeros has norm 0, and a naive
+implementation divides by zero (PEFT gives NaN on Llama-3.1-8B's ``o_proj``: 511 zero rows).
+The base is streamed once in row blocks of about ``block_bytes``; no whole tensor is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ..architecture.registry import experts_transposed, infer_model_type, is_transposed
+from ..errors import InputError
+from ..io.checkpoint import open_checkpoint
+from ..io.fp8 import scale_names
+from ..io.safetensors_file import RowReader, TensorInfo
+from ..options import AXES, DEFAULT_BLOCK_BYTES
+from .plan import skip_reason
+from .stream import block_rows
+from .views import as_vectors, expert_slice, is_experts_stack, is_vector_stack
+
+
+@dataclass
+class Audit:
+    """``findings``: one dict per weight matrix with all-zero channels, {"tensor", "shape",
+    "channels", "zero_channels"}; ``skipped``: tensors without channels, {"tensor", "reason"}."""
+
+    base: str
+    axis: str
+    tensors_audited: int = 0
+    bytes_read: int = 0
+    findings: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        from .. import __version__
+
+        return {"tool": "dora-diag", "version": __version__, "audit": "zero channels", "base": self.base,
+                "axis": self.axis, "tensors_audited": self.tensors_audited, "bytes_read": self.bytes_read,
+                "findings": self.findings, "skipped": self.skipped}
+
+    def lines(self) -> list[str]:
+        """One line per matrix with zero channels, then the summary."""
+        what = "output channels (rows)" if self.axis == "out" else "input columns"
+        out = [f"{f['tensor']}: {f['zero_channels']} of {f['channels']} {what} all zero" for f in self.findings]
+        out.append(f"{self.base}: {len(self.findings)} of {self.tensors_audited} weight matrices have all-zero {what}"
+                   + (": a naive DoRA norm divides by zero there (PEFT gives NaN)" if self.findings else ""))
+        return out
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        from ..outputs.atomic import write_atomic
+        from ..outputs.tabular import dump_json
+
+        write_atomic(path, dump_json(self.to_dict()))
+
+
+def audit_base(base: str | os.PathLike, axis: str = "out", block_bytes: int = DEFAULT_BLOCK_BYTES) -> Audit:
+    """The weight matrices of ``base`` with all-zero channels along ``axis`` ("out": output
+    channels, "in": input columns), in file order."""
+    if axis not in AXES:
+        raise InputError(f"axis must be 'out' or 'in', not {axis!r}")
+    ckpt = open_checkpoint(base)
+    model_type = infer_model_type(ckpt.config, sorted(ckpt.tensors))
+    scales = scale_names(ckpt.tensors)
+    audit = Audit(os.fspath(base), axis)
+    with RowReader() as reader:
+        for info in sorted(ckpt.tensors.values(), key=lambda t: (t.path, t.offset)):
+            reason = "fp8 scale" if info.name in scales else skip_reason(info)
+            if reason:
+                audit.skipped.append({"tensor": info.name, "reason": reason})
+                continue
+            for matrix, on_rows in _matrices(info, model_type, axis):
+                audit.tensors_audited += 1
+                zero = _zero_channels(reader, matrix, on_rows, block_bytes)
+                if zero:
+                    channels = matrix.shape[0] if on_rows else matrix.shape[1]
+                    audit.findings.append({"tensor": matrix.name, "shape": list(matrix.shape),
+                                           "channels": channels, "zero_channels": zero})
+        audit.bytes_read = reader.bytes_read
+    return audit
+
+
+def _matrices(info: TensorInfo, model_type: str | None, axis: str) -> list[tuple[TensorInfo, bool]]:
+    """The 2-D matrices (stored rows, flattened rest) of one stored tensor, each with whether
+    the channels of ``axis`` are its stored rows (else its columns), as ``plan`` orients them."""
+    module = info.name.removesuffix(".weight")
+    if is_experts_stack(info):
+        flip = experts_transposed(model_type, module)
+        return [(expert_slice(info, e), (axis == "out") != flip) for e in range(info.shape[0])]
+    if is_vector_stack(info):
+        return [(as_vectors(info), axis == "out")]
+    flip = len(info.shape) == 2 and is_transposed(model_type, module)
+    return [(info, (axis == "out") != flip)]
+
+
+def _zero_channels(reader: RowReader, info: TensorInfo, on_rows: bool, block_bytes: int) -> int:
+    """Rows (``on_rows``) or columns of ``info`` that are all zero, one block in memory at a time."""
+    rows = info.shape[0]
+    step = block_rows(info.row_bytes, block_bytes)
+    buf = torch.empty(step * info.row_bytes, dtype=torch.uint8)
+    zero_rows, live_cols = 0, torch.zeros(info.row_elements, dtype=torch.bool)
+    for lo in range(0, rows, step):
+        # != 0 is True for NaN: a NaN channel is broken, but not a zero norm.
+        nonzero = reader.read_rows(info, lo, min(rows, lo + step), out=buf).reshape(-1, info.row_elements) != 0
+        if on_rows:
+            zero_rows += int((~nonzero.any(dim=1)).sum())
+        else:
+            live_cols |= nonzero.any(dim=0)
+    return zero_rows if on_rows else int((~live_cols).sum())
