@@ -235,3 +235,16 @@ def test_usage_errors(make_pair):
         dora_diag.compare(b)
     with pytest.raises(InputError, match="device"):
         dora_diag.compare(b, f, device="tpu")
+
+
+@pytest.mark.parametrize("wd_on_output, axes", [(True, ["out"]), (False, ["in"]), (None, None)])
+def test_json_records_the_lycoris_dora_axis(tmp_path, wd_on_output, axes):
+    """LyCORIS files decompose along either axis (wd_on_output): each checkpoint records which."""
+    pytest.importorskip("lycoris")
+    from tiny_lycoris import make_case
+
+    kwargs = {} if wd_on_output is None else {"dora_wd": True, "wd_on_output": wd_on_output}
+    case = make_case(tmp_path, **kwargs)
+    (ckpt,) = dora_diag.compare(case.base, case.adapter).meta["runs"][0]["checkpoints"]
+    assert ckpt.get("magnitude_axes") == axes and ckpt["kind"] == ("lora" if axes is None else "dora")
+    assert "magnitude_axes" not in dora_diag.compare(case.base, case.merged).meta["runs"][0]["checkpoints"][0]

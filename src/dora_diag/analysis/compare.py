@@ -97,11 +97,18 @@ def _run_meta(run, opened: list[tuple]) -> dict:
     """A run's inputs as recorded in the JSON: its checkpoints (kind and method each), the
     run's method with the evidence for it, and its training log."""
     sources = {id(ref): s for ref, s in opened}
-    ckpts = [{"name": c.name, "step": c.step, "path": c.path, "kind": sources[id(c)].kind,
-              "method": sources[id(c)].method} for c in run.checkpoints]
+    ckpts = [_checkpoint_meta(c, sources[id(c)]) for c in run.checkpoints]
     method, evidence = run_method(run.path, [c["method"] for c in ckpts])
     return {"label": run.label, "path": run.path, "method": method, "method_evidence": evidence,
             "checkpoints": ckpts, "log": list(run.log)}
+
+
+def _checkpoint_meta(ref, source) -> dict:
+    """One checkpoint's entry; "magnitude_axes" where its format lets DoRA's axis vary (LyCORIS)."""
+    meta = {"name": ref.name, "step": ref.step, "path": ref.path, "kind": source.kind, "method": source.method}
+    if source.magnitude_axes:
+        meta["magnitude_axes"] = list(source.magnitude_axes)
+    return meta
 
 
 def _nothing_matched(base: str | os.PathLike, plan) -> str:

@@ -23,14 +23,13 @@ from ..architecture.registry import infer_model_type
 from ..architecture.renames import renamer
 from ..errors import InputError
 from ..metrics.kernels import ChannelSums
-from .checkpoint import ADAPTER_CONFIG, Checkpoint
+from .checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint
 from .method import TRAINER_METADATA, adapter_method
-from .peft_config import AdapterConfig, read_adapter_config
+from .peft_config import PeftConfig, read_adapter_config
 from .peft_factors import FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
 from .peft_keys import AdapterModule, group_keys
 from .safetensors_file import RowReader, TensorInfo, read_header
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PREPASS_BLOCK_BYTES = 16 * 1024 * 1024
 # Factors, trainable-token rows and magnitudes are read whole (64 MB in fp32): r = 512 on a
 # 32k-wide layer fits; larger are refused before anything is read.
@@ -67,7 +66,7 @@ def check_whole_size(where: str, module: str, f: TensorInfo) -> None:
                          f"tensors of at most {MAX_FACTOR_ELEMENTS} values whole")
 
 
-def _locate(path: str) -> tuple[Path, Path]:
+def locate_adapter(path: str) -> tuple[Path, Path]:
     p = Path(path)
     directory = p.parent if p.is_file() else p
     weights = directory / ADAPTER_WEIGHTS
@@ -84,7 +83,7 @@ def _locate(path: str) -> tuple[Path, Path]:
 
 def open_adapter(path: str, base: Checkpoint) -> "AdapterSource":
     """Open the PEFT adapter at ``path`` (directory or its adapter_model.safetensors) against ``base``."""
-    config_path, weights = _locate(path)
+    config_path, weights = locate_adapter(path)
     config = read_adapter_config(config_path)
     tensors, metadata = read_header(str(weights))
     modules, full = group_keys(tensors, str(weights))
@@ -99,8 +98,9 @@ class AdapterSource:
     skipped: tuple[dict, ...] = ()   # PEFT adapters are refused whole rather than in part
     stored = False                   # rows are computed from the base rows and the factors
     parallel_safe = False            # one tensor's factors are cached at a time
+    magnitude_axes: tuple[str, ...] = ()   # PEFT's DoRA norm is always per output channel
 
-    def __init__(self, where: str, config: AdapterConfig, base: Checkpoint,
+    def __init__(self, where: str, config: PeftConfig, base: Checkpoint,
                  modules: dict[str, AdapterModule], full: dict[str, TensorInfo], method: str = "lora"):
         self.where, self.adapter_config, self.method = where, config, method
         self.kind = "dora" if config.use_dora else "lora"

@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 import torch
 
 from ..errors import InputError
-from .checkpoint import ADAPTER_CONFIG, Checkpoint, open_checkpoint
+from .checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, open_checkpoint
 from .diffusers import DIFFUSERS_LORA_WEIGHTS, is_diffusers_lora, open_diffusers_lora
 from .lycoris import is_lycoris_file, open_lycoris
 from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo, read_header
@@ -30,6 +30,9 @@ class FineTunedSource(Protocol):
     # Parts of the input this source cannot apply, each {"tensor", "reason"} (base name where
     # known): adapter modules of an unsupported algorithm, names that fit no base tensor.
     skipped: Sequence[dict]
+    # The axes ("out", "in") its DoRA magnitudes run over where the format lets them differ per
+    # file or module (LyCORIS' wd_on_output); () where there are none or the format fixes it.
+    magnitude_axes: Sequence[str] = ()
 
     def infos(self) -> dict[str, TensorInfo]:
         """Tensors this source can produce, by its own names (shapes as stored)."""
@@ -63,6 +66,7 @@ class FullSource:
     method = "ft"
     stored = parallel_safe = True
     skipped: Sequence[dict] = ()
+    magnitude_axes: Sequence[str] = ()
 
     def __init__(self, checkpoint: Checkpoint):
         self.checkpoint = checkpoint
@@ -94,7 +98,7 @@ class FullSource:
 
 def is_adapter(path: str) -> bool:
     p = Path(path)
-    return (p / ADAPTER_CONFIG).is_file() if p.is_dir() else p.name == "adapter_model.safetensors"
+    return (p / ADAPTER_CONFIG).is_file() if p.is_dir() else p.name == ADAPTER_WEIGHTS
 
 
 def is_any_adapter(path: str) -> bool:
