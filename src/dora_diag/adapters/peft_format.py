@@ -21,18 +21,17 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UnsupportedError
-from ..io.checkpoint import read_json
+from ..io.checkpoint import ADAPTER_WEIGHTS, read_json
 from ..io.method import TRAINER_METADATA as METADATA_KEY
-from ..io.peft import _locate
+from ..io.peft import locate_adapter
 from ..io.peft_config import read_adapter_config
-from ..io.peft_keys import PREFIX, group_keys
+from ..io.peft_keys import PREFIX, WRITTEN, group_keys
 from ..io.safetensors_file import RowReader, read_header
 from ..outputs.atomic import write_atomic
 from .dense import is_conv1d, is_dense
 from .inject import AdapterConfig, adapter_layers, apply_adapters
 from .layers import DoraBase, DVoraLinear, MagnitudeOnlyLinear, lora_scaling
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PLAIN_NAME = re.compile(r"\w+")
 # PEFT 0.21 LoraConfig defaults for the fields we do not set (as its save_pretrained writes them).
 _PEFT_DEFAULTS = {
@@ -53,14 +52,14 @@ def _factors(layer: nn.Module, cfg: AdapterConfig, name: str) -> dict[str, torch
     with torch.no_grad():
         if isinstance(layer, MagnitudeOnlyLinear):
             dtype = layer.magnitude.dtype
-            out = {"lora_A.weight": torch.zeros(rank, layer.in_features, dtype=dtype),
-                   "lora_B.weight": torch.zeros(layer.out_features, rank, dtype=dtype)}
+            out = {WRITTEN["A"]: torch.zeros(rank, layer.in_features, dtype=dtype),
+                   WRITTEN["B"]: torch.zeros(layer.out_features, rank, dtype=dtype)}
         else:
             a, b, s = layer.factors()
             # PEFT scales by alpha/r (or alpha/sqrt(r)); fold our own s in so s_peft·B'·A' = s·B·A
-            out = {"lora_A.weight": a, "lora_B.weight": b * (s / lora_scaling(alpha, rank, cfg.use_rslora))}
+            out = {WRITTEN["A"]: a, WRITTEN["B"]: b * (s / lora_scaling(alpha, rank, cfg.use_rslora))}
         if isinstance(layer, DoraBase):
-            out["lora_magnitude_vector"] = layer.magnitude
+            out[WRITTEN["magnitude"]] = layer.magnitude
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
@@ -116,7 +115,7 @@ def _our_config(raw: str | None, where: Path) -> dict | None:
 def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> AdapterConfig:
     """Apply adapters to `model` and load the factors from a PEFT adapter directory (safetensors only; refuse
     adapter_model.bin with an InputError). Returns the adapter's config (our own method when we wrote it)."""
-    config_path, weights = _locate(str(adapter_dir))
+    config_path, weights = locate_adapter(str(adapter_dir))
     peft_cfg = read_adapter_config(config_path)
     infos, metadata = read_header(str(weights))
     modules, full = group_keys(infos, str(weights))

@@ -19,6 +19,7 @@ INDEX_NAME = "model.safetensors.index.json"
 MODEL_INDEX = "model_index.json"   # a diffusers pipeline: one folder per component
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # quantization_config methods that store plain fp8 weights: dequantized with their scales (io/fp8.py) and compared.
 FP8_METHODS = ("fp8", "fbgemm_fp8")
 # Tensor-name suffixes of packed quantized layouts, for checkpoints saved without a config.json.
@@ -120,7 +121,7 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if (p / INDEX_NAME).is_file():
         return _checked(Checkpoint(str(path), _read_index(p), config))
     entries = list_dir(p)
-    files = _without_variants([f for f in entries if f.suffix == ".safetensors" and f.name != "adapter_model.safetensors"])
+    files = _without_variants([f for f in entries if f.suffix == ".safetensors" and f.name != ADAPTER_WEIGHTS])
     if not files:
         raise _not_safetensors(p, entries)
     return _checked(Checkpoint(str(path), _merge_shards(files), config,

@@ -19,7 +19,7 @@ from .json_limits import parse_json
 from .method import adapter_method
 from .module_scales import ModuleScales
 from .peft import AdapterSource
-from .peft_config import AdapterConfig, parse_adapter_config
+from .peft_config import PeftConfig, parse_adapter_config
 from .peft_keys import group_keys
 from .safetensors_file import TensorInfo, read_header
 
@@ -53,7 +53,7 @@ def open_diffusers_lora(path: str, base: Checkpoint) -> AdapterSource:
                          adapter_method(use_dora, rslora, None))
 
 
-def _component_configs(raw: str | None, where: Path) -> dict[str, AdapterConfig]:
+def _component_configs(raw: str | None, where: Path) -> dict[str, PeftConfig]:
     """LoRA config per component from the ``lora_adapter_metadata`` JSON (keys ``<component>.<field>``)."""
     if raw is None:
         return {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModuleScales:
-    """The ``AdapterConfig`` face of a table ``{module path: (rank, scale)}``."""
+    """The ``PeftConfig`` face of a table ``{module path: (rank, scale)}``."""
 
     use_dora: bool
     per_module: dict[str, tuple[int, float]]

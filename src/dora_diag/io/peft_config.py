@@ -37,7 +37,7 @@ RESIDUAL_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
 
 
 @dataclass(frozen=True)
-class AdapterConfig:
+class PeftConfig:
     path: Path
     r: int
     alpha: float
@@ -93,12 +93,12 @@ def _bounded(match, compiled: str, key: str, name: str, where: str) -> bool:
                          "(catastrophic backtracking); simplify the pattern") from None
 
 
-def read_adapter_config(path: Path) -> AdapterConfig:
+def read_adapter_config(path: Path) -> PeftConfig:
     """Parse and validate ``path`` (an adapter_config.json)."""
     return parse_adapter_config(read_json(path, "adapter_config.json"), path)
 
 
-def parse_adapter_config(cfg: dict, path: Path) -> AdapterConfig:
+def parse_adapter_config(cfg: dict, path: Path) -> PeftConfig:
     """Validate the LoRA config ``cfg`` read from ``path`` (an adapter_config.json, or a
     diffusers LoRA file whose metadata holds the config)."""
     peft_type = cfg.get("peft_type")
@@ -115,7 +115,7 @@ def parse_adapter_config(cfg: dict, path: Path) -> AdapterConfig:
             "original base; save the adapter with path_initial_model_for_weight_conversion, or merge it")
     if "r" not in cfg:
         raise InputError(f"{path}: invalid LoRA config (no 'r')")
-    return AdapterConfig(
+    return PeftConfig(
         path=path, r=_rank(path, "r", cfg["r"]), alpha=_alpha(path, "lora_alpha", cfg.get("lora_alpha", 8)),
         use_rslora=bool(cfg.get("use_rslora", False)), use_dora=bool(cfg.get("use_dora", False)),
         rank_pattern={k: _rank(path, f"rank_pattern[{k!r}]", v) for k, v in _patterns(path, cfg, "rank_pattern")},

@@ -27,6 +27,9 @@ ROLES = (
     (".base_layer.weight", "base_layer"),
     (".token_adapter.trainable_tokens_delta", "tokens"),
 )
+# The suffixes PEFT 0.21 writes for a linear/conv module (what adapters.peft_format saves), by role.
+WRITTEN = {role: suffix.removeprefix(".") for suffix, role in ROLES
+           if suffix in (".lora_A.weight", ".lora_B.weight", ".lora_magnitude_vector")}
 # A modules_to_save copy as it sits in a live PeftModel ("classifier.modules_to_save.default.weight").
 MODULES_TO_SAVE = re.compile(r"\.modules_to_save\.[^.]+\.")
 # Biases change no channel direction or magnitude of a weight matrix.
