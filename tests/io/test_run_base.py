@@ -66,3 +66,13 @@ def test_checkpoints_naming_different_bases_are_refused(tmp_path, cache):
     _adapter(tmp_path / "run" / "checkpoint-2", "local")
     with pytest.raises(InputError, match="different base models"):
         base_of_run(str(tmp_path / "run"))
+
+
+def test_a_lycoris_file_names_no_base(tmp_path):
+    pytest.importorskip("lycoris")
+    from tiny_lycoris import make_case
+
+    case = make_case(tmp_path)
+    with pytest.raises(InputError, match="does not name its base model.*give the base first"):
+        base_of_run(str(case.adapter))
+    assert base_of_run(str(case.base)) is None
