@@ -77,3 +77,23 @@ def test_json_is_written_atomically_and_names_the_axis(tmp_path):
 def test_bad_axis_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="axis"):
         audit_base(tmp_path, axis="rows")
+
+
+def test_progress_covers_every_byte_read(tmp_path):
+    class Recorder:
+        def start(self, total_bytes, total_tensors):
+            self.total, self.advanced, self.done, self.finished = (total_bytes, total_tensors), 0, [], False
+
+        def advance(self, nbytes):
+            self.advanced += nbytes
+
+        def tensor_done(self, name):
+            self.done.append(name)
+
+        def finish(self):
+            self.finished = True
+
+    base = write_checkpoint(tmp_path / "base", TENSORS)
+    rec = Recorder()
+    audit = audit_base(base, block_bytes=64, progress=rec)
+    assert rec.total == (audit.bytes_read, 3) == (rec.advanced, len(rec.done)) and rec.finished

@@ -16,10 +16,11 @@ import torch
 
 from ..architecture.registry import experts_transposed, infer_model_type, is_transposed
 from ..errors import InputError
-from ..io.checkpoint import open_checkpoint
+from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.fp8 import scale_names
-from ..io.safetensors_file import RowReader, TensorInfo
+from ..io.safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo
 from ..options import AXES, DEFAULT_BLOCK_BYTES
+from .compare import Progress
 from .plan import skip_reason
 from .stream import block_rows
 from .views import as_vectors, expert_slice, is_experts_stack, is_vector_stack
@@ -59,30 +60,45 @@ class Audit:
         write_atomic(path, dump_json(self.to_dict()))
 
 
-def audit_base(base: str | os.PathLike, axis: str = "out", block_bytes: int = DEFAULT_BLOCK_BYTES) -> Audit:
+def audit_base(base: str | os.PathLike, axis: str = "out", block_bytes: int = DEFAULT_BLOCK_BYTES,
+               progress: Progress | None = None) -> Audit:
     """The weight matrices of ``base`` with all-zero channels along ``axis`` ("out": output
-    channels, "in": input columns), in file order."""
+    channels, "in": input columns), in file order; ``progress`` as in ``compare``."""
     if axis not in AXES:
         raise InputError(f"axis must be 'out' or 'in', not {axis!r}")
-    ckpt = open_checkpoint(base)
-    model_type = infer_model_type(ckpt.config, sorted(ckpt.tensors))
-    scales = scale_names(ckpt.tensors)
+    progress = progress or Progress()
     audit = Audit(os.fspath(base), axis)
-    with RowReader() as reader:
-        for info in sorted(ckpt.tensors.values(), key=lambda t: (t.path, t.offset)):
-            reason = "fp8 scale" if info.name in scales else skip_reason(info)
-            if reason:
-                audit.skipped.append({"tensor": info.name, "reason": reason})
-                continue
-            for matrix, on_rows in _matrices(info, model_type, axis):
-                audit.tensors_audited += 1
+    matrices = _plan(open_checkpoint(base), axis, audit.skipped)
+    audit.tensors_audited = len(matrices)
+    progress.start(sum(m.nbytes for m, _ in matrices), len(matrices))
+    try:
+        with RowReader(readahead=STREAM_READAHEAD) as reader:
+            for matrix, on_rows in matrices:
                 zero = _zero_channels(reader, matrix, on_rows, block_bytes)
                 if zero:
-                    channels = matrix.shape[0] if on_rows else matrix.shape[1]
                     audit.findings.append({"tensor": matrix.name, "shape": list(matrix.shape),
-                                           "channels": channels, "zero_channels": zero})
-        audit.bytes_read = reader.bytes_read
+                                           "channels": matrix.shape[0] if on_rows else matrix.shape[1],
+                                           "zero_channels": zero})
+                progress.advance(matrix.nbytes)
+                progress.tensor_done(matrix.name)
+            audit.bytes_read = reader.bytes_read
+    finally:
+        progress.finish()
     return audit
+
+
+def _plan(ckpt: Checkpoint, axis: str, skipped: list[dict]) -> list[tuple[TensorInfo, bool]]:
+    """Every matrix to audit, in file order; tensors without channels go to ``skipped``."""
+    model_type = infer_model_type(ckpt.config, sorted(ckpt.tensors))
+    scales = scale_names(ckpt.tensors)
+    matrices = []
+    for info in sorted(ckpt.tensors.values(), key=lambda t: (t.path, t.offset)):
+        reason = "fp8 scale" if info.name in scales else skip_reason(info)
+        if reason:
+            skipped.append({"tensor": info.name, "reason": reason})
+        else:
+            matrices.extend(_matrices(info, model_type, axis))
+    return matrices
 
 
 def _matrices(info: TensorInfo, model_type: str | None, axis: str) -> list[tuple[TensorInfo, bool]]:

@@ -62,7 +62,8 @@ def _audit(base: str, axis: str, json_: str | None, out: str | None, block_mb: f
 
     if out:
         raise InputError("--out (the HTML report) needs runs to check; a base alone is audited: use --json")
-    audit = audit_base(base, axis=axis, block_bytes=max(1, int(block_mb * 2**20)))
+    audit = audit_base(base, axis=axis, block_bytes=max(1, int(block_mb * 2**20)),
+                       progress=BarProgress("auditing", not quiet))
     if json_:
         audit.to_json(json_)
     if not quiet:
