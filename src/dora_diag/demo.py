@@ -143,7 +143,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress_for=None, compare_progress
     ``progress_for(label)`` gives a TrainProgress per run; ``status(text)`` receives stage messages.
     """
     if cfg.seeds < 1:
-        raise InputError(f"--seeds must be at least 1, got {cfg.seeds}")
+        raise InputError(f"seeds must be at least 1, got {cfg.seeds}")
     check_writable(cfg.out)
     status = status or (lambda text: None)
     own_dir = cfg.runs_dir is None

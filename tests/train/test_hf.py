@@ -146,7 +146,7 @@ def test_trial_on_a_peft_lora_adapter_needs_data_and_copies_its_config(llama_dir
     model = transformers.LlamaForCausalLM.from_pretrained(str(llama_dir))
     config = peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "o_proj"], lora_dropout=0.05)
     peft.get_peft_model(model, config).save_pretrained(str(adapter))
-    with pytest.raises(InputError, match="needs training data for the trial; give --data"):
+    with pytest.raises(InputError, match="needs training data for the trial; give data"):
         run_trial(llama_dir, adapter)
     data = write_jsonl(tmp_path / "d.jsonl", colour_records(24))
     result = run_trial(llama_dir, adapter, steps=2, seeds=2, data=str(data), device="cpu")

@@ -136,7 +136,7 @@ def test_interrupt_while_saving_leaves_no_partial_checkpoint(base_dir, tmp_path,
     ({"steps": 0}, "steps must be positive"),
     ({"warmup_steps": 6}, "warmup steps"),
     ({"method": "ft", "quantize": "nf4"}, "needs an adapter method"),
-    ({"quantize": "int3"}, "--quantize"),
+    ({"quantize": "int3"}, "quantize must be one of"),
     ({"data": "missing.jsonl"}, "no such file"),
     ({"targets": ("nothing_here",)}, "matches targets"),
 ])
@@ -151,7 +151,7 @@ def test_refuses_to_overwrite_a_run_and_builtin_needs_builtin_data(base_dir, tmp
         train(quick(tmp_path / "r", base_dir, method="ft", steps=1, save_every=1))
     data = tmp_path / "d.jsonl"
     data.write_text('{"text": "hello"}\n')
-    with pytest.raises(InputError, match="--data builtin only"):
+    with pytest.raises(InputError, match="data='builtin' only"):
         train(quick(tmp_path / "s", base_dir, data=str(data)))
 
 

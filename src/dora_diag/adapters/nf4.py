@@ -87,7 +87,7 @@ def quantize_linears(model: nn.Module, skip: tuple[str, ...] = QUANTIZE_SKIP,
         owner = model.get_submodule(parent) if parent else model
         setattr(owner, child, NF4Linear(getattr(owner, child), block_size))
     if not names:
-        raise InputError("--quantize nf4: the model has no nn.Linear layers to quantize")
+        raise InputError("quantize='nf4': the model has no nn.Linear layers to quantize")
     return names
 
 

@@ -148,8 +148,8 @@ def _refuse_partial(ref: CheckpointRef, source: FineTunedSource, unmatched: list
         total = len(source.infos())
         shown = ", ".join(repr(n) for n in missing[:2]) + (f", ... ({len(missing) - 2} more)" * (len(missing) > 2))
         raise InputError(f"{ref.run}/{ref.name}: this adapter changes {total} tensors, {total - len(missing)} found in "
-                         f"the base (not found: {shown}); is it for this base model? --allow-partial compares "
-                         "the ones found")
+                         f"the base (not found: {shown}); is it for this base model? allow_partial (--allow-partial) "
+                         "compares the ones found")
 
 
 def _usable(scale: Fp8Scale | str | None, key: object, unscaled: set) -> Fp8Scale | None:

@@ -219,8 +219,8 @@ def fused_groups(model_type: str | None, module_path: str, config: dict, rows: i
         return None
     spec = next((s for s in FUSED if s.leaf == leaf and (model_type or "") in s.model_types), None)
     if spec is None:
-        raise InputError(f"--split-fused: no known row layout of {leaf!r} for model type {model_type!r} "
-                         f"({module_path}); compare without --split-fused")
+        raise InputError(f"split_fused: no known row layout of {leaf!r} for model type {model_type!r} "
+                         f"({module_path}); compare without split_fused")
     try:
         segments = spec.segments(config, rows)
     except (KeyError, TypeError, ZeroDivisionError):
@@ -228,8 +228,8 @@ def fused_groups(model_type: str | None, module_path: str, config: dict, rows: i
     # config.json is input: sizes must be positive integers that add up to the stored rows.
     if (not segments or not all(isinstance(n, int) and n > 0 for _, n in segments)
             or sum(n for _, n in segments) != rows):
-        raise InputError(f"--split-fused: config.json does not give the {rows} rows of {module_path} "
-                         f"(head counts and sizes of model type {model_type!r}); compare without --split-fused")
+        raise InputError(f"split_fused: config.json does not give the {rows} rows of {module_path} "
+                         f"(head counts and sizes of model type {model_type!r}); compare without split_fused")
     return _group_rows(segments)
 
 
@@ -238,7 +238,7 @@ def _expert_gate_up(model_type: str | None, leaf: str, module_path: str, rows: i
     if leaf != "gate_up_proj":
         return None
     if rows % 2:
-        raise InputError(f"--split-fused: {module_path} has {rows} output rows per expert, not [gate, up]")
+        raise InputError(f"split_fused: {module_path} has {rows} output rows per expert, not [gate, up]")
     if (model_type or "") in INTERLEAVED_GATE_UP:
         return _group_rows([seg for _ in range(rows // 2) for seg in [("gate", 1), ("up", 1)]])
     return _group_rows([("gate", rows // 2), ("up", rows // 2)])

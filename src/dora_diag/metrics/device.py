@@ -17,11 +17,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: torch sees no CUDA device on this machine")
+            raise InputError(f"device {name!r}: torch sees no CUDA device on this machine")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise InputError(f"--device must be one of {', '.join(DEVICES)}, not {name!r}")
+    raise InputError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
 
 
 # More tensors at once only pay while each keeps a core busy; past 4 the reads contend.

@@ -117,8 +117,8 @@ def builtin_setup(model: str, data: str, run_dir: Path) -> Setup:
     """Setup for the builtin task B on the cached base (``model == "builtin"``, copied to run_dir/base)
     or on a builtin model directory given by path."""
     if data != "builtin":
-        raise InputError("the builtin model trains on --data builtin only; use --model PATH with a "
-                         "Hugging Face model for JSONL data")
+        raise InputError("the builtin model trains on data='builtin' only; use a Hugging Face model for "
+                         "JSONL data")
     if model == "builtin":
         base = run_dir / "base"
         copy_model_dir(builtin_base(), base)

@@ -76,13 +76,13 @@ class TrainConfig:
         if self.threads is not None and self.threads <= 0:
             raise InputError(f"threads must be positive, got {self.threads}")
         if self.quantize not in (None, *QUANTIZE):
-            raise InputError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {self.quantize!r}")
+            raise InputError(f"quantize must be one of {', '.join(QUANTIZE)}, not {self.quantize!r}")
         if self.quantize and self.method == "ft":
-            raise InputError("--quantize nf4 freezes the base in 4 bits; it needs an adapter method, not ft")
+            raise InputError("quantize='nf4' freezes the base in 4 bits; it needs an adapter method, not ft")
         if self.model != "builtin" and not Path(self.model).is_dir():
-            raise InputError(f"--model {self.model}: no such directory (give 'builtin' or a model directory)")
+            raise InputError(f"model {self.model}: no such directory (give 'builtin' or a model directory)")
         if self.data != "builtin" and not Path(self.data).is_file():
-            raise InputError(f"--data {self.data}: no such file (give 'builtin' or a JSONL file)")
+            raise InputError(f"data {self.data}: no such file (give 'builtin' or a JSONL file)")
         if not 0 < self.eval_fraction < 1:
             raise InputError(f"eval fraction must be in (0, 1), got {self.eval_fraction}")
 

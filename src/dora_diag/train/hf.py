@@ -20,7 +20,7 @@ def require_transformers():
     try:
         import transformers
     except ImportError:
-        raise InputError(f"--model PATH needs Hugging Face transformers; install it with {INSTALL_HINT}") from None
+        raise InputError(f"a Hugging Face model needs transformers; install it with {INSTALL_HINT}") from None
     return transformers
 
 
@@ -28,7 +28,7 @@ def load_hf_model(path: str | Path, kind: str, num_labels: int = 2):
     """A model for ``kind`` ("causal-lm" or "classification") from a local directory, float32."""
     p = Path(path)
     if not (p / "config.json").is_file():
-        raise InputError(f"{p}: not a model directory (no config.json); --model takes 'builtin' or a "
+        raise InputError(f"{p}: not a model directory (no config.json); the model is 'builtin' or a "
                          "local Hugging Face model directory")
     tf = require_transformers()
     auto = tf.AutoModelForCausalLM if kind == "causal-lm" else tf.AutoModelForSequenceClassification
@@ -52,7 +52,7 @@ def hf_setup(model: str, data: str, max_length: int, eval_fraction: float, seed:
     """Setup for a Hugging Face model directory trained on a JSONL file."""
     from .loop import Setup
     if data == "builtin":
-        raise InputError("--data builtin works with --model builtin only; give a JSONL file for a Hugging Face model")
+        raise InputError("data='builtin' works with the builtin model only; give a JSONL file for a Hugging Face model")
     records = read_jsonl(data)
     kind = record_kind(records, data)
     tokenizer = load_tokenizer(model)

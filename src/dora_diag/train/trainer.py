@@ -40,7 +40,7 @@ def prepare_run_dir(out: str | os.PathLike) -> Path:
         raise InputError(f"{p}: exists and is not a directory")
     if p.is_dir() and (any((p / n).exists() for n in ("metrics.jsonl", "train_config.json"))
                        or any(p.glob("checkpoint-*"))):
-        raise InputError(f"{p}: already holds a training run; choose another --out or remove it")
+        raise InputError(f"{p}: already holds a training run; choose another output directory or remove it")
     p.mkdir(parents=True, exist_ok=True)
     for stale in p.glob(".checkpoint-*.tmp"):
         shutil.rmtree(stale)

@@ -92,7 +92,7 @@ def read_run_settings(run: Path, base: Path, data: str | Path | None) -> RunSett
     if data is not None:
         settings.set("data", str(data), "argument")
     if settings.values["data"] == "builtin" and not _is_builtin(base):
-        raise InputError(f"{base}: a Hugging Face model needs training data for the trial; give --data PATH "
+        raise InputError(f"{base}: a Hugging Face model needs training data for the trial; give data "
                          "(a JSONL file like the run's)")
     return settings
 
