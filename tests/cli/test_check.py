@@ -122,7 +122,7 @@ def test_run_alone_whose_base_is_not_cached_exits_2(lora_run, tmp_path, capsys, 
                                      f"{tmp_path / 'empty-hub'}")
 
 
-def test_base_alone_is_audited_for_zero_channels(tmp_path, capsys):
+def test_base_alone_is_audited_for_zero_channels(tmp_path, capsys, monkeypatch):
     w = torch.randn(8, 4)
     w[[1, 6]] = 0
     base = write_checkpoint(tmp_path / "base", {"layers.0.o_proj.weight": w, "layers.0.q_proj.weight": torch.randn(4, 4)})
@@ -132,5 +132,9 @@ def test_base_alone_is_audited_for_zero_channels(tmp_path, capsys):
                                 f"{base}: 1 of 2 weight matrices have all-zero output channels (rows): a naive DoRA "
                                 "norm divides by zero there (PEFT gives NaN)"]
     assert json.loads((tmp_path / "audit.json").read_text())["findings"][0]["zero_channels"] == 2
+    snapshot = cache_model(tmp_path / "hub", "org/zeros", {"model.safetensors": (base / "model.safetensors").read_bytes()})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code, by_id, err = call(capsys, "check", "org/zeros")
+    assert code == 0 and by_id.splitlines()[0] == out.splitlines()[0] and snapshot.is_dir(), err
     code, _, err = call(capsys, "check", str(base), "--out", str(tmp_path / "r.html"))
     assert_one_line_error(code, err, "--out (the HTML report) needs runs to check")

@@ -47,7 +47,7 @@ def test_a_local_path_is_used_as_is(tmp_path, cache):
 
 
 def test_a_model_has_no_base_to_resolve(tmp_path, cache):
-    assert base_of_run("local") is None
+    assert base_of_run("local") is None and base_of_run("org/tiny") is None
 
 
 @pytest.mark.parametrize("base_id, message", [

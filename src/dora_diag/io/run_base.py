@@ -14,12 +14,14 @@ from .sources import is_any_adapter
 
 def base_of_run(spec: str | os.PathLike) -> str | None:
     """The base directory of run ``[LABEL=]PATH`` (an adapter, or a run directory of adapter
-    checkpoints), or None when it holds no adapter (a model: nothing to resolve).
+    checkpoints), or None when it holds no adapter (a model or a model id: nothing to resolve).
 
     Raises ``InputError`` when the adapters name no base, name different bases, or name one
     that is neither a local path nor a model in the cache (the message names the id and the
     cache searched)."""
     path = parse_spec(spec)[1]
+    if not os.path.exists(path) and looks_like_repo_id(path):
+        return None   # a model id: a base (``open_checkpoint`` finds it in the cache)
     checkpoints = [c.path for c in expand_run(spec).checkpoints]
     adapters = [c for c in checkpoints if is_any_adapter(c)]
     if not adapters:
