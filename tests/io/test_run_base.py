@@ -61,6 +61,13 @@ def test_unresolvable_bases_are_input_errors(tmp_path, cache, base_id, message):
     assert message.format(hub=tmp_path / "hub") in str(e.value)
 
 
+def test_a_run_of_full_checkpoints_needs_its_base(tmp_path, cache):
+    for step in (1, 2):
+        write_checkpoint(tmp_path / "run" / f"checkpoint-{step}", {"layers.0.q_proj.weight": torch.randn(4, 4)})
+    with pytest.raises(InputError, match="a run of full checkpoints has no base to look up"):
+        base_of_run(str(tmp_path / "run"))
+
+
 def test_checkpoints_naming_different_bases_are_refused(tmp_path, cache):
     _adapter(tmp_path / "run" / "checkpoint-1", "org/tiny")
     _adapter(tmp_path / "run" / "checkpoint-2", "local")

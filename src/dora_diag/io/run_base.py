@@ -24,6 +24,9 @@ def base_of_run(spec: str | os.PathLike) -> str | None:
         return None   # a model id: a base (``open_checkpoint`` finds it in the cache)
     checkpoints = [c.path for c in expand_run(spec).checkpoints]
     adapters = [c for c in checkpoints if is_any_adapter(c)]
+    if not adapters and checkpoints != [path]:
+        raise InputError(f"{path}: a run of full checkpoints has no base to look up; give the base first: "
+                         "dora-diag check BASE RUN")
     if not adapters:
         return None
     ids = {adapter_base_id(c) for c in adapters}
