@@ -118,20 +118,24 @@ def orientation_notes(config: dict, names: list[str]) -> list[str]:
 MAX_HEADS = 4096
 
 
+class _NoSizes(Exception):
+    """config.json gives no usable head counts or sizes (turned into an InputError by the caller)."""
+
+
 def _heads(cfg: dict) -> tuple[int, int, int]:
     """(num heads, num key/value heads, head dim) under the spellings configs use."""
     attn = cfg.get("attn_config") or {}
     hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
     heads = cfg.get("num_attention_heads") or cfg.get("n_head") or cfg.get("n_heads")
     if not hidden or not heads:
-        raise KeyError("hidden size / head count")
+        raise _NoSizes("hidden size / head count")
     kv = (cfg.get("num_key_value_heads") or cfg.get("num_kv_heads") or attn.get("kv_n_heads")
           or (1 if cfg.get("multi_query") else heads))
     sizes = heads, kv, cfg.get("head_dim") or hidden // heads
     # config.json is input: per-head segment lists must stay small whatever it says.
     # Key/value heads are a subset of the heads (Falcon's grouped layout has one segment per group).
     if not all(isinstance(n, int) and 0 < n for n in sizes) or heads > MAX_HEADS or kv > heads:
-        raise KeyError("head counts")
+        raise _NoSizes("head counts")
     return sizes
 
 
@@ -223,7 +227,7 @@ def fused_groups(model_type: str | None, module_path: str, config: dict, rows: i
                          f"({module_path}); compare without split_fused")
     try:
         segments = spec.segments(config, rows)
-    except (KeyError, TypeError, ZeroDivisionError):
+    except (_NoSizes, TypeError, ZeroDivisionError):   # TypeError: a count that is not a number
         segments = []
     # config.json is input: sizes must be positive integers that add up to the stored rows.
     if (not segments or not all(isinstance(n, int) and n > 0 for _, n in segments)

@@ -12,10 +12,10 @@ from typing import Protocol, Sequence
 
 import torch
 
-from ..errors import InputError
 from .checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, open_checkpoint
 from .diffusers import DIFFUSERS_LORA_WEIGHTS, is_diffusers_lora, open_diffusers_lora
 from .lycoris import is_lycoris_file, open_lycoris
+from .peft import open_adapter
 from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo, read_header
 
 
@@ -116,10 +116,6 @@ def open_source(path: str, base: Checkpoint) -> FineTunedSource:
     """Open a fine-tuned checkpoint, PEFT adapter, LyCORIS/kohya or diffusers LoRA at ``path``
     against ``base``."""
     if is_adapter(path):
-        try:
-            from .peft import open_adapter
-        except ImportError:
-            raise InputError(f"{path}: PEFT adapters are not supported by this version") from None
         return open_adapter(path, base)
     weights = _single_adapter_file(path)
     if weights is not None:
