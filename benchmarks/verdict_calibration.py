@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(args.work / name / "results.json", json.dumps(result, indent=1) + "\n")
     results = [json.loads(p.read_text(encoding="utf-8")) for name in SETTINGS
                if (p := args.work / name / "results.json").is_file()]
-    write_atomic(args.out, render(results))
+    write_atomic(args.out, render(results, command if args.report_only else None))
     log(f"report written to {args.out}")
     return 0
 
