@@ -183,12 +183,12 @@ def _add_targets(tensors: dict[str, TensorPlan], ref: CheckpointRef, source: Fin
             if source.stored:   # an adapter changes only some tensors; a checkpoint lacking one is news
                 unmatched.append({"run": ref.run, "checkpoint": ref.name, "tensor": base_name, "side": "base"})
             continue
+        reason = _skip_reason(plan, source, infos[ft_name])
+        if reason is not None:
+            skipped.append({"tensor": base_name, "run": ref.run, "checkpoint": ref.name, "reason": reason})
+            continue
         scale = _usable(find_scale(ft_name, all_infos, source.config), (ref.run, ref.name, ft_name), unscaled)
-        target = _target(plan, ref, source, infos[ft_name], scale)
-        if isinstance(target, str):
-            skipped.append({"tensor": base_name, "run": ref.run, "checkpoint": ref.name, "reason": target})
-        else:
-            plan.targets.append(target)
+        plan.targets.append(_target(plan, ref, source, infos[ft_name], scale))
     matched = set(mapping.values())
     unmatched.extend({"run": ref.run, "checkpoint": ref.name, "tensor": n, "side": "finetuned"}
                      for n in sorted(infos) if n not in matched and skip_reason(infos[n]) is None)
@@ -198,27 +198,39 @@ def _may_be_renamed(source: FineTunedSource, tensors: dict[str, TensorPlan], inf
     """Whether names left unmatched should be tried through the model's renames (``renamer``
     imports transformers, seconds): always for adapters, which PEFT names after the in-memory
     modules; for full checkpoints when a quarter or more of their tensors match nothing."""
-    if source.kind != "full":
+    if not source.stored:
         return True
     unmatched = sum(n not in tensors for n in infos)
     return unmatched > 0 and 4 * unmatched >= len(infos)
 
 
-def _target(plan: TensorPlan, ref: CheckpointRef, source: FineTunedSource, ft: TensorInfo,
-            scale: Fp8Scale | None) -> Target | str:
+def _skip_reason(plan: TensorPlan, source: FineTunedSource, ft: TensorInfo) -> str | None:
+    """Why fine-tuned tensor ``ft`` cannot be compared with ``plan``'s base tensor, or None."""
     base = plan.info
     if not ft.is_float:
         return f"fine-tuned tensor has non-float dtype {ft.dtype}"
     if plan.view and (not StoredView.can_view(source) or len(ft.shape) < 2
                       or (plan.view == "experts" and ft.shape != base.shape)):
         return f"shape mismatch: base {list(base.shape)} ({plan.view} view) vs fine-tuned {list(ft.shape)}"
+    shape = as_vectors(ft).shape if plan.view == "vectors" else ft.shape
+    if shape == base.shape or _resized_rows(plan, shape):
+        return None
+    return f"shape mismatch: base {list(base.shape)} vs fine-tuned {list(ft.shape)}"
+
+
+def _resized_rows(plan: TensorPlan, shape: tuple) -> bool:
+    """A resized vocabulary changes only the first axis: the rows both share are compared."""
+    base = plan.info.shape
+    return not plan.transposed and len(shape) == len(base) and shape[1:] == base[1:] and plan.groups is None
+
+
+def _target(plan: TensorPlan, ref: CheckpointRef, source: FineTunedSource, ft: TensorInfo,
+            scale: Fp8Scale | None) -> Target:
+    """The target for a tensor ``_skip_reason`` accepted."""
+    base = plan.info
     if plan.view == "vectors":
         source, ft = StoredView(source, as_vectors(ft)), as_vectors(ft)
     if ft.shape == base.shape:
         return Target(ref, source, ft.name, base.shape[0], scale=scale)
-    # A resized vocabulary changes only the first axis: compare the rows both share.
-    if (not plan.transposed and len(ft.shape) == len(base.shape) and ft.shape[1:] == base.shape[1:]
-            and plan.groups is None):
-        shared = min(ft.shape[0], base.shape[0])
-        return Target(ref, source, ft.name, shared, (f"resized {base.shape[0]}->{ft.shape[0]} rows",), scale)
-    return f"shape mismatch: base {list(base.shape)} vs fine-tuned {list(ft.shape)}"
+    shared = min(ft.shape[0], base.shape[0])
+    return Target(ref, source, ft.name, shared, (f"resized {base.shape[0]}->{ft.shape[0]} rows",), scale)
