@@ -100,7 +100,7 @@ class RayExecutor:
                 yield done.pop(i)
         finally:
             for ref in refs:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref)   # a running task stops at its next Python step; its worker lives on
             if attempts is not None:
                 ray.kill(attempts)
             if owned:
