@@ -85,10 +85,11 @@ def test_sigterm_while_writing_removes_the_temp_file(pair, tmp_path, capsys, mon
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", terminated_during_rename)
+    before = signal.getsignal(signal.SIGTERM)   # SIG_DFL, or whatever an earlier ray.init() installed
     code, _, err = call(capsys, "compare", str(b), str(f), "-q", "--out", str(tmp_path / "out" / "r.html"))
     assert code == 143 and "terminated" in err, err
     assert list((tmp_path / "out").iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # restored after the run
+    assert signal.getsignal(signal.SIGTERM) is before   # restored after the run
 
 
 def test_disk_full_on_an_output_keeps_the_earlier_file(pair, tmp_path, capsys, monkeypatch):

@@ -76,7 +76,8 @@ def build_table(rows: list[dict], methods: dict[str, str] | None = None) -> pd.D
     """The table is built once from all rows, never grown per tensor; ``methods`` gives each
     run's fine-tuning method (``io.method``; "unknown" where absent)."""
     df = pd.DataFrame.from_records(rows, columns=[c for c in COLUMNS if c != "method"])
-    df.insert(1, "method", df["run"].map(methods or {}).fillna("unknown").astype(object))
+    df.insert(1, "method", pd.Series([(methods or {}).get(r, "unknown") for r in df["run"]], index=df.index,
+                                     dtype=object))
     df["step"] = df["step"].astype("Int64")
     df["layer"] = df["layer"].astype("Int64")
     df["expert"] = df["expert"].astype("Int64")
