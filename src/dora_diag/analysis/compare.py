@@ -8,7 +8,7 @@ from contextlib import ExitStack, closing
 
 from ..errors import InputError
 from ..io.method import run_method
-from ..metrics.device import resolve_device
+from ..runtime import resolve_device, tune_allocator
 from ..options import AXES, DEFAULT_BLOCK_BYTES
 from .analysis import Analysis
 from .executors import DEFAULT_TASK_BYTES, job_of, make_executor, open_job
@@ -45,6 +45,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     if not finetuned:
         raise InputError("give at least one fine-tuned checkpoint or run to compare with the base")
     progress = progress or Progress()
+    tune_allocator()
     runner = make_executor(executor, ray_address, task_bytes)
     if executor == "local":
         resolve_device(device)   # an unusable device is an error before any file is opened

@@ -31,6 +31,7 @@ from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.safetensors_file import RowReader, TensorInfo
 from ..io.sources import FineTunedSource, open_source
 from ..options import DEFAULT_BLOCK_BYTES
+from ..runtime import tune_allocator
 from .executors import make_executor
 from .verify_sums import Agreement, diagnose, stream_sums, transposed_rows
 
@@ -101,6 +102,7 @@ class _Opened:
 
 
 def open_verify(job: VerifyJob, stack: ExitStack) -> _Opened:
+    tune_allocator()
     base_ckpt, merged_ckpt = open_checkpoint(job.base), open_checkpoint(job.merged)
     to_merged = match_names(list(base_ckpt.tensors), list(merged_ckpt.tensors))
     source = None if job.adapter is None else open_source(job.adapter, base_ckpt)

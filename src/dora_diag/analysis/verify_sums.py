@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..io.safetensors_file import TensorInfo
-from ..metrics.device import intra_op_threads
+from ..runtime import intra_op_threads
 
 Rows = Callable[[int, int], torch.Tensor]     # (start, stop) -> rows (stop - start, cols), float
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import signal
 import sys
@@ -50,22 +49,6 @@ def _debug_lines_on_stderr() -> None:
         logger.addHandler(_DebugToStderr())
 
 
-def _keep_freed_blocks_in_the_heap() -> None:
-    """Streaming allocates and frees MB-sized blocks from two threads. With glibc's dynamic
-    mmap/trim thresholds that memory goes back to the OS after each block and is page-faulted in
-    again for the next one: measured on a 3.8 GB pair, 2.5x the wall time, mostly system time.
-    Fixed thresholds keep it in the heap; peak memory is still bounded by the block size."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, ...): nothing to tune
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 64 << 20)
-    libc.mallopt(m_trim_threshold, 256 << 20)
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temporary files, checkpoints)."""
 
@@ -82,7 +65,6 @@ def _on_sigterm(handler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    _keep_freed_blocks_in_the_heap()
     argv = _debug_first(list(argv if argv is not None else sys.argv[1:]))
     debug = argv[:1] == ["--debug"]
     previous = _on_sigterm(_raise_terminated)

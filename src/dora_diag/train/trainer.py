@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..metrics.device import resolve_device
+from ..runtime import resolve_device
 from ..outputs.atomic import write_atomic
 from .config import TrainConfig
 from ..adapters.inject import AdapterConfig, apply_adapters

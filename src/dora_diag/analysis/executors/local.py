@@ -1,6 +1,6 @@
 """The local executor: every planned tensor streamed on this machine (today's path).
 
-On CPU several tensors stream at once (``metrics.device.cpu_streams``), each in its own thread,
+On CPU several tensors stream at once (``runtime.cpu_streams``), each in its own thread,
 and torch's intra-op thread count is divided among them while they run.
 """
 
@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ...metrics.device import cpu_streams, intra_op_threads, resolve_device
+from ...runtime import cpu_streams, intra_op_threads, resolve_device
 from ..stream import Streamer, TargetResult, run_all
 from .job import Job, Opened
 

@@ -195,8 +195,9 @@ def _task(job: Any, index: int, item: Any, opener: Callable, fn: Callable, attem
 
 
 def _open_compare(job: Job, stack: ExitStack) -> tuple[Opened, Streamer]:
-    from ...metrics.device import resolve_device
+    from ...runtime import resolve_device, tune_allocator
 
+    tune_allocator()   # a worker process streams like the driver would
     opened = open_job(job, stack)
     return opened, Streamer(opened.reader, resolve_device(job.device), job.axis, job.block_bytes)
 

@@ -1,14 +1,19 @@
-"""Where the kernels run: ``auto`` picks CUDA when torch sees a GPU."""
+"""The process the library runs in: which device (``auto`` picks CUDA when torch sees a GPU),
+how many tensors stream at once with how many torch threads, and the allocator tuning that
+streaming needs. ``compare``, ``verify`` and Ray workers call ``tune_allocator`` themselves, so
+a notebook gets the same speed as the CLI."""
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 
-from ..errors import InputError
-from ..options import DEVICES
+from .errors import InputError
+from .options import DEVICES
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -45,3 +50,25 @@ def intra_op_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+_tuned = False
+
+
+def tune_allocator() -> None:
+    """Streaming allocates and frees MB-sized blocks from several threads. With glibc's dynamic
+    mmap/trim thresholds that memory goes back to the OS after each block and is page-faulted in
+    again for the next one: measured on a 3.8 GB pair, 2.5x the wall time, mostly system time.
+    Fixed thresholds keep it in the heap; peak memory is still bounded by the block size. Once
+    per process; nothing to do off glibc."""
+    global _tuned
+    if _tuned or not sys.platform.startswith("linux"):
+        return
+    _tuned = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, ...): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
