@@ -18,7 +18,7 @@ from tiny_peft import llama, perturb  # noqa: E402
 from dora_diag.errors import InputError, UnsupportedError
 from dora_diag.io.checkpoint import open_checkpoint
 from dora_diag.io.peft import open_adapter
-from dora_diag.io.peft_factors import LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
+from dora_diag.metrics.lowrank import LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

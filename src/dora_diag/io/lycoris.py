@@ -27,7 +27,7 @@ from .checkpoint import Checkpoint
 from .kohya_names import FlatIndex, has_kohya_prefix
 from .module_scales import ModuleScales
 from .peft import AdapterSource, _Entry, check_whole_size
-from .peft_factors import LowRankDelta
+from ..metrics.lowrank import LowRankDelta
 from .peft_keys import AdapterModule
 from .safetensors_file import RowReader, TensorInfo, read_header
 

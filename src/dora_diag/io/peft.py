@@ -7,7 +7,7 @@ channel. Orientation comes from the layer type: GPT-2 Conv1D (``architecture.is_
 and embeddings store (in, out), so their output channels, and DoRA's norm, are stored columns.
 
 Only the factors are read from the adapter file; base rows come from the analyzer's stream.
-``channel_sums`` gives the kernel sums straight from the factors (see ``peft_factors``).
+``channel_sums`` gives the kernel sums straight from the factors (see ``metrics.lowrank``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..metrics.kernels import ChannelSums
 from .checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint
 from .method import TRAINER_METADATA, adapter_method
 from .peft_config import PeftConfig, read_adapter_config
-from .peft_factors import FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
+from ..metrics.lowrank import FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
 from .peft_keys import AdapterModule, group_keys
 from .safetensors_file import RowReader, TensorInfo, read_header
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..metrics.kernels import ChannelSums
+from .kernels import ChannelSums
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dora_diag.io import peft_factors
-from dora_diag.io.peft_factors import factor_sums
+from dora_diag.metrics import lowrank
+from dora_diag.metrics.lowrank import factor_sums
 
 
 def _reference(w: torch.Tensor, L: torch.Tensor, R: torch.Tensor, axis: str) -> tuple[torch.Tensor, ...]:
@@ -48,6 +48,6 @@ def test_a_huge_rank_never_builds_r_by_r(axis, monkeypatch):
 
 def test_the_cheaper_product_is_chosen():
     w = torch.zeros(8, 16)
-    assert not peft_factors._dense_is_smaller(w, torch.zeros(8, 2), "out")
-    assert peft_factors._dense_is_smaller(w, torch.zeros(8, 16), "out")
-    assert peft_factors._dense_is_smaller(w, torch.zeros(8, 32768), "in")
+    assert not lowrank._dense_is_smaller(w, torch.zeros(8, 2), "out")
+    assert lowrank._dense_is_smaller(w, torch.zeros(8, 16), "out")
+    assert lowrank._dense_is_smaller(w, torch.zeros(8, 32768), "in")
