@@ -95,8 +95,8 @@ def header(results: list[dict], rendered_by: str | None) -> list[str]:
 
 def how_to_read(results: list[dict]) -> list[str]:
     seeds = ", ".join(f"{r['setting']}: {len(r['seeds'])} seeds ({', '.join(map(str, r['seeds']))})" for r in results)
-    ci = {r["records"][0]["alone"]["stats"].get("ci_method") for r in results} - {None}
-    pm = {r["records"][0]["alone"]["stats"].get("p_method") for r in results} - {None}
+    ci = "; ".join(f"{r['setting']}: {r['records'][0]['alone']['stats'].get('ci_method') or MISSING}" for r in results)
+    pm = "; ".join(f"{r['setting']}: {r['records'][0]['alone']['stats'].get('p_method') or MISSING}" for r in results)
     return [
         "## How to read this", "",
         f"* **Unit of independence of an outcome: the training seed.** {seeds}. A seed fixes the adapter "
@@ -109,7 +109,7 @@ def how_to_read(results: list[dict]) -> list[str]:
         "metric is eval loss; accuracy is graded too because the two can disagree.",
         "* **Unit of independence inside a run: the layer.** The within-run statistics are the pooled row "
         "of `Analysis.stats()` (all module types) of the run's checkpoints; `units` is the number of "
-        f"layers. CIs: {', '.join(sorted(ci)) or MISSING}; p: {', '.join(sorted(pm)) or MISSING}.",
+        f"layers. CIs ({ci}). p ({pm}).",
         "* **Heuristic** = the decision of `dora_diag.check(base, LoRA_run)` on the full LoRA run of that "
         "seed, with no trial. Graded against the setting's actual outcome: `dora_likely_helps` is right "
         "when DoRA was better, `marginal` is right when it was not, `inconclusive` / `not_applicable` make "
@@ -120,7 +120,9 @@ def how_to_read(results: list[dict]) -> list[str]:
         "supports the same call as the full runs. \"check with trial\" is the verdict given that trial.",
         "* **Small n.** With n seeds the 95% t-interval's half-width is t(n − 1)·sd/√n: 9.0 sd for 2 seeds "
         "(the trial's default), 2.5 sd for 3, 1.2 sd for 5; a call of \"no clear difference\" often means "
-        "too few seeds, and the column of seeds where DoRA's loss was lower shows the raw signs.",
+        "too few seeds, and the column of seeds where DoRA was better shows the raw signs.",
+        "* Step times are wall-clock medians on a shared machine whose load changed between runs (the "
+        "runs of one seed did not run side by side): their ratios are not a speed measurement.",
         "* Nothing was tuned: the settings below were fixed before any result was seen.", ""]
 
 
@@ -241,7 +243,7 @@ def metric_finding(r: dict, metric: str, label: str, higher: bool) -> str:
     verdict = (f"wrong on {', '.join(wrong)}" if wrong else "never wrong") + (
         f", no call on {', '.join(silent)}" if silent else "")
     t_call = outcome(seed_interval(trial_differences(r["trial"], metric)), higher)
-    return (f"by {label}, **{actual}** (DoRA better in {better_count(diffs, higher)} of {len(diffs)} seeds): "
+    return (f"By {label}, **{actual}** (DoRA better in {better_count(diffs, higher)} of {len(diffs)} seeds): "
             f"the heuristic was {verdict}; the trial said {t_call} ({trial_grade(t_call, actual)}).")
 
 

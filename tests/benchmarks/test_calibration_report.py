@@ -36,9 +36,9 @@ def test_report_grades_a_wrong_heuristic_per_metric_and_marks_missing_statistics
     text = render([_result()])
     assert "python benchmarks/verdict_calibration.py --setting toy" in text.splitlines()[5]
     assert "* `toy`: dora-diag 0 at commit abc; finished today." in text
-    assert ("by eval loss, **DoRA worse** (DoRA better in 0 of 3 seeds): the heuristic was wrong on seed 0 "
+    assert ("By eval loss, **DoRA worse** (DoRA better in 0 of 3 seeds): the heuristic was wrong on seed 0 "
             "(dora_likely_helps), seed 1") in text
-    assert "by eval accuracy, **DoRA better** (DoRA better in 3 of 3 seeds): the heuristic was never wrong" in text
+    assert "By eval accuracy, **DoRA better** (DoRA better in 3 of 3 seeds): the heuristic was never wrong" in text
     assert "the trial said DoRA worse (right)" in text                # trial loss +0.1 in both seeds
     assert "the trial said no clear difference (wrong)" in text        # trial accuracy unchanged
     assert "**The two metrics disagree**" in text
