@@ -59,7 +59,8 @@ def step_trend_only(g, layer, c):
 def test_coupled_lora_run_says_dora_likely_helps():
     (v,) = verdict(_analysis({"LoRA": ("lora", coupled)}))
     assert v["decision"] == "dora_likely_helps" and v["decided_by"] == "heuristic" and v["method"] == "lora"
-    assert v["headline"].startswith("DoRA likely helps (heuristic)") and v["statistic"] == "partial_r"
+    assert v["headline"].startswith("The coupling heuristic says DoRA may help (unproven") and v["statistic"] == "partial_r"
+    assert "not shown to predict" in v["note"] and "reports/verdict-calibration.md" in v["note"]
     assert v["pooled"]["units"] == 10 and v["pooled"]["n"] == 60 and v["pooled"]["partial_r"] > 0.8
     assert v["pooled"]["partial_p"] < 0.05 and "layer" in v["ci_method"] and "layer" in v["p_method"]
     assert {m["module"] for m in v["modules"]} == {"q_proj", "v_proj"}

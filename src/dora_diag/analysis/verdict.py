@@ -166,9 +166,11 @@ def describe_pattern(s: dict, method: str, th: dict) -> str:
 
 def _heuristic_headline(decision: str, s: dict, reason: str) -> str:
     if decision == "dora_likely_helps":
-        return f"DoRA likely helps (heuristic): LoRA couples magnitude and direction; {coupling_text(s)}."
+        return (f"The coupling heuristic says DoRA may help (unproven, see the note): LoRA couples magnitude and "
+                f"direction; {coupling_text(s)}.")
     if decision == "marginal":
-        return f"DoRA gain likely marginal (heuristic): LoRA already moves them apart; {coupling_text(s)}."
+        return (f"The coupling heuristic says DoRA's gain is likely marginal (unproven, see the note): LoRA already "
+                f"moves them apart; {coupling_text(s)}.")
     return f"Inconclusive: {reason}."
 
 
@@ -189,11 +191,13 @@ def _pattern_note(method: str) -> str:
 def _lora_note(decided_by: str, had_trial: bool) -> str:
     if decided_by == "trial":
         return "Decided by the matched trial (direct evidence); the coupling heuristic is shown for comparison."
+    record = ("The coupling heuristic (from the paper's Figure 2) is not shown to predict DoRA's gain: in "
+              "reports/verdict-calibration.md it said 'DoRA may help' on a real pretrained model whose DoRA runs "
+              "then had a higher eval loss than LoRA's.")
     if had_trial:
         return ("The matched trial's interval includes zero: more seeds or steps (--trial-seeds, --trial-steps) "
-                "would narrow it. The coupling heuristic's track record is in reports/verdict-calibration.md.")
-    return ("A heuristic from the paper's Figure 2; its track record is in reports/verdict-calibration.md. "
-            "`dora-diag check --trial` measures DoRA against LoRA directly.")
+                f"would narrow it. {record}")
+    return f"{record} `dora-diag check --trial` measures DoRA against LoRA directly."
 
 
 def _relative_text(relative: list[dict]) -> str:

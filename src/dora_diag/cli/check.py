@@ -111,10 +111,12 @@ def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_st
     adapters, or a full fine-tuned run. Only LoRA-family runs get a decision; full fine-tuning
     and DoRA runs given alongside are described and compared with. The heuristic uses the
     partial r (step and depth trends removed) with a layer-level CI and permutation p:
-    r > --min-r with p < --significance: DoRA likely helps; r < 0 with p < --significance:
-    gain likely marginal; otherwise, or with fewer than --min-units layers, inconclusive.
-    Its track record so far is in reports/verdict-calibration.md. --trial measures DoRA
-    against LoRA directly and decides when its interval excludes zero.
+    r > --min-r with p < --significance: DoRA may help (dora_likely_helps); r < 0 with
+    p < --significance: gain likely marginal; otherwise, or with fewer than --min-units
+    layers, inconclusive. The heuristic is not shown to predict DoRA's gain: in
+    reports/verdict-calibration.md it said "may help" on a real pretrained model where DoRA's
+    eval loss came out higher, and on the 4-layer builtin model it never decides. --trial
+    measures DoRA against LoRA directly and decides when its interval excludes zero.
     """
     from ..analysis.check import check as run_check
     from ..analysis.verdict import verdict

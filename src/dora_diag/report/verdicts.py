@@ -9,8 +9,9 @@ import pandas as pd
 from .format import fmt, fmt_p, missing
 from .sections import esc, table
 
-DECISIONS = {"dora_likely_helps": "DoRA likely helps", "marginal": "gain likely marginal",
+DECISIONS = {"dora_likely_helps": "DoRA may help", "marginal": "gain likely marginal",
              "inconclusive": "inconclusive", "not_applicable": "reference pattern"}
+BY = {"heuristic": " (heuristic)", "trial": " (trial)"}
 STATS = (("pearson", "paper's Pearson r"), ("within_checkpoint", "within-checkpoint r"), ("partial", "partial r"))
 STAT_HEADERS = ["module", "n", "layers"] + [h for _, label in STATS for h in (label, "95% CI", "p")] + ["naive p"]
 
@@ -61,7 +62,7 @@ def verdict_cards(verdicts: list[dict]) -> str:
         th = ", ".join(f"{k} = {t}" for k, t in (v.get("thresholds") or {}).items())
         cards.append(
             f'<div class="card {esc(d)}"><h3>{esc(v.get("run"))} <span class="muted">({esc(v.get("method"))})</span> '
-            f'<span class="badge {esc(d)}">{esc(DECISIONS.get(d, d))}</span></h3>'
+            f'<span class="badge {esc(d)}">{esc(DECISIONS.get(d, d) + BY.get(v.get("decided_by"), ""))}</span></h3>'
             f"<p><strong>{esc(v.get('headline'))}</strong></p>"
             f"<p>Why: {esc(v.get('reason'))}. Decided by: {esc(v.get('decided_by'))}.</p>"
             + _trial(v.get("trial")) + _relative(v.get("relative") or [])
