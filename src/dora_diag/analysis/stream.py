@@ -1,7 +1,9 @@
 """Stream each planned base tensor once, in row blocks, against all its fine-tuned targets.
 
-Memory stays bounded by the block size: a reused read buffer per source (two on CUDA), one
-fp32 scratch, and a few fp64 vectors per target (one value per channel).
+Memory stays bounded by the block size: on CPU a reused read buffer for the base and one that
+every full fine-tuned target is read into in turn (each is consumed before the next is read),
+whatever the number of checkpoints; on CUDA pinned buffers per target, in two sets; one fp32
+scratch; and a few fp64 vectors per target (one value per channel).
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ class Streamer:
                 n = min(stop, t.rows) - start
                 part = self._factor_sums(t, a[:n], start, axis)
                 if part is None:
-                    c = read[i] if i in read else self._target_rows(t, a, start, stop)
+                    c = read(i) if t.source.stored else self._target_rows(t, a, start, stop)
                     part = block_sums(a[:n], c, axis, self._scratch)
                 acc.add_(part, slice(start - lo, start - lo + n) if axis == "out" else None)
         results = []
@@ -164,49 +166,50 @@ class Streamer:
         return results
 
     def _blocks(self, plan: TensorPlan, targets: list[Target], lo: int, hi: int
-                ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor], int, int]]:
-        """Base row blocks ``(rows, cols)`` of stored rows ``lo:hi`` on the device, with the rows
-        of full fine-tuned targets (by index in ``targets``) already read. A block lives in
-        reused buffers: it is valid until the next one is asked for."""
+                ) -> Iterator[tuple[torch.Tensor, Callable[[int], torch.Tensor], int, int]]:
+        """Base row blocks ``(rows, cols)`` of stored rows ``lo:hi`` on the device, with
+        ``read(i)`` giving the same rows of stored target ``targets[i]``. A block lives in
+        reused buffers: it is valid until the next one is asked for, and a target's rows until
+        the next target's are read."""
         info = plan.info
         scales = self._scale_grids(plan, targets)
         for start, stop in _row_blocks(lo, hi, info.row_bytes, self.block_bytes_for(plan)):
             if self.cancel.is_set():
                 raise Cancelled
             self._buffers.next_set()
-            a, read, nbytes = self._load(plan, targets, start, stop, scales)
-            self.on_bytes(nbytes)
-            yield a, read, start, stop
+            block = self.reader.read_rows(info, start, stop, self._buffers.get(-1, (stop - start) * info.row_bytes))
+            self.on_bytes(block.numel() * block.element_size())
+            a = self._buffers.to_device(block.reshape(stop - start, -1), self.device)
+            if -1 in scales:
+                a = plan.scale.dequantize(a, start, scales[-1])
+            yield a, self._reader_of(targets, block, start, stop, scales), start, stop
+
+    def _reader_of(self, targets: list[Target], block: torch.Tensor, start: int, stop: int,
+                   scales: dict[int, torch.Tensor]) -> Callable[[int], torch.Tensor]:
+        """``read(i)``: rows ``start:stop`` of stored target ``targets[i]`` on the device. On CPU
+        they all share one buffer (so memory does not grow with the number of checkpoints); on
+        CUDA each has its own, since its asynchronous copy may still be running."""
+        def read(i: int) -> torch.Tensor:
+            t = targets[i]
+            n = min(stop, t.rows) - start
+            buf = self._buffers.get(i if self.device.type == "cuda" else 0, n * t.source.infos()[t.name].row_bytes)
+            c = t.source.rows(t.name, block, start, start + n, buf)
+            self.on_bytes(c.numel() * c.element_size())
+            rows = self._buffers.to_device(c.reshape(n, -1), self.device)
+            return t.scale.dequantize(rows, start, scales[i]) if i in scales else rows
+        return read
 
     def _scale_grids(self, plan: TensorPlan, targets: list[Target]) -> dict[int, torch.Tensor]:
         """Whole fp8 scale tensors (small) on the device, by target index (-1: the base)."""
         sides = [(-1, plan.scale), *((i, t.scale) for i, t in enumerate(targets))]
         return {i: Fp8Scale.grid(self.reader.read_all(s.info)).to(self.device) for i, s in sides if s is not None}
 
-    def _load(self, plan: TensorPlan, targets: list[Target], start: int, stop: int, scales: dict[int, torch.Tensor]
-              ) -> tuple[torch.Tensor, dict[int, torch.Tensor], int]:
-        info = plan.info
-        block = self.reader.read_rows(info, start, stop, self._buffers.get(-1, (stop - start) * info.row_bytes))
-        nbytes = block.numel() * block.element_size()
-        read: dict[int, torch.Tensor] = {}
-        for i, t in enumerate(targets):
-            if t.source.stored and start < t.rows:
-                n = min(stop, t.rows) - start
-                buf = self._buffers.get(i, n * t.source.infos()[t.name].row_bytes)
-                c = t.source.rows(t.name, block, start, start + n, buf)
-                nbytes += c.numel() * c.element_size()
-                read[i] = self._buffers.to_device(c.reshape(n, -1), self.device)
-                if i in scales:
-                    read[i] = t.scale.dequantize(read[i], start, scales[i])
-        a = self._buffers.to_device(block.reshape(stop - start, -1), self.device)
-        return (plan.scale.dequantize(a, start, scales[-1]) if -1 in scales else a), read, nbytes
-
     def _factor_sums(self, t: Target, a: torch.Tensor, start: int, axis: str) -> ChannelSums | None:
         """Sums straight from an adapter's low-rank factors, when its source offers them."""
         return t.source.channel_sums(t.name, a, start, start + a.shape[0], axis)
 
     def _target_rows(self, t: Target, a: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Rows computed from the base block (adapters); full checkpoints are read in ``_load``."""
+        """Rows computed from the base block (adapters); stored targets are read by ``read(i)``."""
         stop = min(stop, t.rows)
         c = t.source.rows(t.name, a[: stop - start], start, stop)
         return c.reshape(stop - start, -1).to(self.device)
@@ -228,7 +231,7 @@ class Streamer:
         total = torch.zeros(max(0, hi - lo) if axis == "out" else plan.info.row_elements, dtype=torch.float64,
                             device=self.device)
         for a, read, start, stop in self._blocks(plan, [t], lo, hi):
-            c = read[0] if read else self._target_rows(t, a, start, stop)
+            c = read(0) if t.source.stored else self._target_rows(t, a, start, stop)
             if axis == "out":
                 total[start - lo:stop - lo] = fn(a, c, slice(start - lo, stop - lo))
             else:
