@@ -248,3 +248,22 @@ def test_json_records_the_lycoris_dora_axis(tmp_path, wd_on_output, axes):
     (ckpt,) = dora_diag.compare(case.base, case.adapter).meta["runs"][0]["checkpoints"]
     assert ckpt.get("magnitude_axes") == axes and ckpt["kind"] == ("lora" if axes is None else "dora")
     assert "magnitude_axes" not in dora_diag.compare(case.base, case.merged).meta["runs"][0]["checkpoints"][0]
+
+
+def test_identical_and_swapped_inputs_are_named(make_pair, tmp_path):
+    b, f, _, _ = make_pair()
+    same = dora_diag.compare(b, b)
+    assert any("equals the base exactly" in w and "given twice" in w for w in same.meta["warnings"])
+    assert not any("equals the base" in w for w in dora_diag.compare(b, f).meta["warnings"])
+    (f / "trainer_state.json").write_text('{"global_step": 10}')
+    swapped = dora_diag.compare(f, b)
+    assert any("are BASE and the fine-tuned run swapped?" in w for w in swapped.meta["warnings"])
+
+
+def test_an_adapter_given_as_base_says_what_base_is(tmp_path):
+    pytest.importorskip("peft")
+    from tiny_peft import save_adapter_case
+
+    case = save_adapter_case(tmp_path, "llama", r=2, target_modules=["q_proj"])
+    with pytest.raises(InputError, match="this is an adapter, not a model; BASE must be the full model"):
+        dora_diag.compare(case.adapter, case.merged)

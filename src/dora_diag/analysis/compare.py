@@ -14,7 +14,7 @@ from .analysis import Analysis
 from .executors import DEFAULT_TASK_BYTES, job_of, make_executor, open_job
 from .executors.local import stream_bytes
 from .table import build_table, rows_for
-from .warnings import WarningLog
+from .warnings import WarningLog, base_hints
 
 class Progress:
     """Callbacks for long work; the CLI plugs a progress bar in here."""
@@ -84,7 +84,7 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
         "tensors_compared": len(plan.tensors),
         "skipped": plan.skipped,
         "unmatched": plan.unmatched,
-        "warnings": [w for r in runs for w in r.warnings] + log.lines(plan),
+        "warnings": base_hints(base) + [w for r in runs for w in r.warnings] + log.lines(plan),
         "executor": runner.meta(),
     }
     # Rows come out tensor by tensor (file order); present them checkpoint by checkpoint.

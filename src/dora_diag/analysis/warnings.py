@@ -7,6 +7,7 @@ tensor. ``compare`` stores them in ``Analysis.meta["warnings"]``; the CLI prints
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 from .plan import Plan, TensorPlan
 from .stream import TargetResult
@@ -27,6 +28,7 @@ class WarningLog:
         self._nonfinite: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
         self._resized: list[str] = []
         self._unchanged: dict[str, list[tuple[str, str]]] = defaultdict(list)   # run -> (checkpoint, tensor)
+        self._identical: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])   # (tensors, equal)
 
     def add(self, plan: TensorPlan, results: list[TargetResult], rows: list[dict]) -> None:
         """``rows``: the table rows of these results (``table.rows_for``), for their flags."""
@@ -40,11 +42,18 @@ class WarningLog:
 
     def _unchanged_in(self, rows: list[dict]) -> None:
         for row in rows:
-            if not row["group"] and ZERO_CHANGE in row["flags"].split(";"):
+            if row["group"]:
+                continue
+            if ZERO_CHANGE in row["flags"].split(";"):
                 self._unchanged[row["run"]].append((row["checkpoint"], row["tensor"]))
+            counts = self._identical[(row["run"], row["checkpoint"])]
+            counts[0] += 1
+            counts[1] += row["delta_d"] == 0 and row["delta_m"] == 0
 
     def lines(self, plan: Plan) -> list[str]:
-        out = []
+        out = [f"{run}/{ckpt}: every one of its {n} compared tensors equals the base exactly: the same "
+               "checkpoint given twice, or a fine-tune that never ran?"
+               for (run, ckpt), (n, equal) in self._identical.items() if n and equal == n and run not in self._unchanged]
         for run, found in self._unchanged.items():
             ckpts = len({c for c, _ in found})
             out.append(f"{run}: {len(found)} adapted tensor(s) in {ckpts} checkpoint(s) are exactly the base "
@@ -87,3 +96,11 @@ def _unmatched_lines(unmatched: list[dict]) -> list[str]:
                  f"({_examples(names)})" for side, names in sides.items() if names]
         out.append(f"{run}/{ckpt}: unmatched tensors: {'; '.join(parts)}; listed under 'unmatched' in the JSON")
     return out
+
+
+def base_hints(base) -> list[str]:
+    """A base that looks like a training checkpoint: base and fine-tuned given the wrong way round?"""
+    if (Path(base) / "trainer_state.json").is_file():
+        return [f"{base}: BASE holds trainer_state.json, which training writes into its checkpoints: "
+                "are BASE and the fine-tuned run swapped?"]
+    return []

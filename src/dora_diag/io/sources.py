@@ -12,6 +12,7 @@ from typing import Protocol, Sequence
 
 import torch
 
+from ..errors import InputError
 from .checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, open_checkpoint
 from .diffusers import DIFFUSERS_LORA_WEIGHTS, is_diffusers_lora, open_diffusers_lora
 from .lycoris import is_lycoris_file, open_lycoris
@@ -110,6 +111,14 @@ def is_any_adapter(path: str) -> bool:
         return False
     tensors = read_header(weights)[0]
     return is_lycoris_file(tensors) or is_diffusers_lora(tensors)
+
+
+def open_base(path: str) -> Checkpoint:
+    """The base model at ``path``; an adapter given there is an InputError saying what BASE is."""
+    if is_any_adapter(str(path)):
+        raise InputError(f"{path}: this is an adapter, not a model; BASE must be the full model the adapter "
+                         "was trained on (give the adapter as a fine-tuned run after it)")
+    return open_checkpoint(path)
 
 
 def open_source(path: str, base: Checkpoint) -> FineTunedSource:

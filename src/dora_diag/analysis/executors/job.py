@@ -10,10 +10,10 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from ...io.checkpoint import Checkpoint, open_checkpoint
+from ...io.checkpoint import Checkpoint
 from ...io.runs import Run, expand_runs
 from ...io.safetensors_file import STREAM_READAHEAD, RowReader
-from ...io.sources import FineTunedSource, open_source
+from ...io.sources import FineTunedSource, open_base, open_source
 from ...options import DEFAULT_BLOCK_BYTES
 from ..plan import Plan, make_plan
 
@@ -45,7 +45,7 @@ class Opened:
 
 def open_job(job: Job, stack: ExitStack) -> Opened:
     """Open the base, every fine-tuned checkpoint and plan them; ``stack`` closes them."""
-    base = open_checkpoint(job.base)
+    base = open_base(job.base)
     runs = expand_runs(list(job.finetuned))
     reader = stack.enter_context(RowReader(STREAM_READAHEAD))
     sources: list[tuple] = []
