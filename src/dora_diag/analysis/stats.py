@@ -15,6 +15,7 @@ import pandas as pd
 # scipy.special, not scipy.stats: the latter adds ~0.5-1 s to every command's start-up.
 from scipy.special import betainc
 
+from ..architecture.modules import in_model_order
 from . import coupling
 from .coupling import KINDS, Cube
 
@@ -169,7 +170,7 @@ def standardize_within(pts: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def _module_order(pts: pd.DataFrame) -> list[str]:
-    return sorted(pts["module"].unique())
+    return in_model_order(pts["module"])
 
 
 def layer_stats(table: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:

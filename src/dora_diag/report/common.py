@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..architecture.modules import in_model_order
+
 METRICS = {"delta_d": "ΔD (mean 1 − cos)", "delta_m": "ΔM (mean |Δ‖w‖|)"}
 SHORT = {"delta_d": "ΔD", "delta_m": "ΔM"}
 COLORSCALE = "Viridis"
@@ -38,22 +40,9 @@ def choose(value, choices: list, what: str):
     return value
 
 
-# Display order: attention before MLP, as in a transformer block; other names follow alphabetically.
-MODULE_ORDER = ("q_proj", "query", "q", "k_proj", "key", "k", "v_proj", "value", "v", "c_attn", "qkv_proj",
-                "Wqkv", "query_key_value", "o_proj", "out_proj", "dense", "c_proj", "gate_proj", "w1", "up_proj",
-                "w3", "fc1", "c_fc", "dense_h_to_4h", "down_proj", "w2", "fc2", "dense_4h_to_h")
-
-
 def module_types(analysis) -> list[str]:
-    """Module types with at least one layer tensor, in ``MODULE_ORDER`` of their first known dotted part
-    (fused groups "c_attn.q" right after "c_attn"), unknown ones last."""
-    pts = analysis.table[analysis.table["layer"].notna()]
-    rank = {m: i for i, m in enumerate(MODULE_ORDER)}
-
-    def key(module: str) -> tuple:
-        return min((rank[part] for part in module.split(".") if part in rank), default=len(rank)), module
-
-    return sorted(dict.fromkeys(pts["module"]), key=key)
+    """Module types with at least one layer tensor, in model order (``architecture.modules``)."""
+    return in_model_order(analysis.table[analysis.table["layer"].notna()]["module"])
 
 
 def checkpoints(analysis, run: str) -> list[str]:
