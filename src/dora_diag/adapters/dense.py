@@ -2,7 +2,7 @@
 
 Everything downstream sees the base weight as W0 of shape (out, in), the nn.Linear layout.
 A ``transformers.pytorch_utils.Conv1D`` stores (in, out); it is read through a transposed view
-(no copy). Conv1D is recognised by class name and attributes, so transformers is never imported.
+(no copy). Which modules are Conv1D is architecture knowledge (``architecture.conv1d``).
 """
 
 from __future__ import annotations
@@ -10,12 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def is_conv1d(module: nn.Module) -> bool:
-    """True for GPT-2's ``Conv1D`` (weight (in=nx, out=nf), forward x @ W + b)."""
-    weight = getattr(module, "weight", None)
-    return (type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.ndim == 2
-            and hasattr(module, "nf") and tuple(weight.shape) == (module.nx, module.nf))
+from ..architecture.conv1d import is_conv1d_module as is_conv1d
 
 
 def is_dense(module: nn.Module) -> bool:

@@ -68,3 +68,11 @@ def right_operand_attributes(model_type: str) -> frozenset[str] | None:
     stored (in, out) per expert, like Llama 4's and gpt-oss' experts; None as above."""
     source = _modeling_source(model_type)
     return None if source is None else frozenset(_RIGHT_OPERAND.findall(source))
+
+
+def is_conv1d_module(module) -> bool:
+    """A live ``transformers.pytorch_utils.Conv1D`` (weight (in=nx, out=nf), forward x @ W + b),
+    recognised by class name and attributes so that transformers is never imported."""
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and getattr(weight, "ndim", None) == 2
+            and hasattr(module, "nf") and tuple(weight.shape) == (module.nx, module.nf))
