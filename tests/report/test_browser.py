@@ -1,9 +1,6 @@
 """The report in a real headless Chromium: loads offline, every figure draws, nothing injected runs."""
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,24 +13,11 @@ from .conftest import XSS, synthetic_analysis
 pytestmark = pytest.mark.browser
 
 
-def _install_chromium() -> str | None:
-    """Debian's chromium, installed when missing and we may (root, apt-get); None otherwise."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        try:
-            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=900)
-        except (OSError, subprocess.SubprocessError):
-            return None
-    return find_chromium()
-
-
 @pytest.fixture(scope="module")
 def browser():
-    exe = find_chromium() or _install_chromium()
-    if not exe:
-        pytest.skip("headless Chromium not found and could not be installed (Debian package 'chromium')")
+    exe = find_chromium()
+    if not exe:   # .ci/run installs it; a test run never installs system packages
+        pytest.skip("headless Chromium not found (Debian package 'chromium', which .ci/run installs)")
     with Browser(exe) as b:
         yield b
 
