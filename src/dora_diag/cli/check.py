@@ -6,13 +6,13 @@ import math
 
 import click
 
-from ..options import (AXES, CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS, CHECK_TRIAL_SEEDS, DEFAULT_BLOCK_BYTES,
-                       DEVICES)
+from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS, CHECK_TRIAL_SEEDS
 from ..outputs.paths import check_outputs
 from .executors import executor_kwargs, executor_options
 from .messages import echo, print_warnings
-from .numbers import MAX_BLOCK_MB, FiniteRange
+from .numbers import FiniteRange
 from .progress import BarProgress
+from .stream_options import stream_kwargs, stream_options
 
 
 def _fmt(x: float, spec: str) -> str:
@@ -88,13 +88,7 @@ def _audit(base: str, axis: str, json_: str | None, out: str | None, block_mb: f
 @click.option("--trial-seeds", type=click.IntRange(min=2), default=CHECK_TRIAL_SEEDS, show_default=True,
               help="Seeds per method in the trial.")
 @click.option("--data", type=click.Path(), help="Training data (JSONL) for the trial, if the run does not record it.")
-@click.option("--axis", type=click.Choice(AXES), default="out", show_default=True,
-              help="Channels: 'out' = output rows (DoRA/PEFT), 'in' = input columns (LyCORIS).")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--split-fused", is_flag=True, help="Also report fused q/k/v projections per group.")
-@click.option("--allow-partial", is_flag=True, help="Compare an adapter's tensors found in BASE even when some are not.")
-@click.option("--block-mb", type=FiniteRange(min=0, max=MAX_BLOCK_MB, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
-              show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
+@stream_options
 @executor_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no printed verdict.")
 def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_steps, trial_seeds, data,
@@ -127,9 +121,8 @@ def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_st
     if base is None:
         return _audit(paths[0], axis, json_, out, block_mb, quiet)
     thresholds = {"min_r": min_r, "alpha": significance, "min_units": min_units}
-    analysis = run_check(base, *runs, **thresholds, axis=axis, device=device, split_fused=split_fused,
-                         allow_partial=allow_partial,
-                         block_bytes=max(1, int(block_mb * 2**20)), progress=BarProgress("checking", not quiet),
+    analysis = run_check(base, *runs, **thresholds, progress=BarProgress("checking", not quiet),
+                         **stream_kwargs(axis, device, split_fused, allow_partial, block_mb),
                          **executor_kwargs(executor, ray_address, task_mb))
     print_warnings(analysis, quiet)
     if trial:

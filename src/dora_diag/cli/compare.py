@@ -7,12 +7,11 @@ from dataclasses import dataclass
 import click
 
 from ..errors import InputError
-from ..options import AXES, DEFAULT_BLOCK_BYTES, DEVICES
 from ..outputs.paths import check_outputs
 from .executors import executor_kwargs, executor_options
 from .messages import echo, print_warnings
-from .numbers import MAX_BLOCK_MB, FiniteRange
 from .progress import BarProgress
+from .stream_options import stream_kwargs, stream_options
 
 
 @dataclass
@@ -48,13 +47,7 @@ def _print_summary(analysis, by_expert: bool = False) -> None:
 @click.option("--out", type=click.Path(), help="Write the HTML report here.")
 @click.option("--csv", type=click.Path(), help="Write the per-tensor table (one row per tensor per checkpoint).")
 @click.option("--json", "json_", type=click.Path(), help="Write inputs, statistics, skipped/unmatched tensors.")
-@click.option("--axis", type=click.Choice(AXES), default="out", show_default=True,
-              help="Channels: 'out' = output rows (DoRA/PEFT), 'in' = input columns (LyCORIS).")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--split-fused", is_flag=True, help="Also report fused q/k/v projections per group.")
-@click.option("--allow-partial", is_flag=True, help="Compare an adapter's tensors found in BASE even when some are not.")
-@click.option("--block-mb", type=FiniteRange(min=0, max=MAX_BLOCK_MB, min_open=True), default=DEFAULT_BLOCK_BYTES / 2**20,
-              show_default=True, help="Rows are streamed in blocks of about this many MiB (memory bound).")
+@stream_options
 @click.option("--figures", type=click.Path(file_okay=False),
               help="Write every report figure into this directory as PNG and SVG (needs kaleido and Chromium).")
 @executor_options
@@ -78,9 +71,8 @@ def compare_cmd(base, finetuned, out, csv, json_, axis, device, split_fused, all
         from ..report.export import check_renderer
 
         check_renderer()   # before the comparison, not after it
-    analysis = run_compare(opts.base, *opts.finetuned, axis=opts.axis, device=opts.device,
-                           split_fused=opts.split_fused, block_bytes=max(1, int(opts.block_mb * 2**20)),
-                           progress=BarProgress("comparing", not opts.quiet), allow_partial=allow_partial,
+    analysis = run_compare(opts.base, *opts.finetuned, progress=BarProgress("comparing", not opts.quiet),
+                           **stream_kwargs(axis, device, split_fused, allow_partial, block_mb),
                            **executor_kwargs(executor, ray_address, task_mb))
     print_warnings(analysis, opts.quiet)
     if opts.csv:
