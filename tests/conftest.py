@@ -6,8 +6,22 @@ import pytest
 import torch
 
 from ckpt_helpers import write_checkpoint
+from dora_diag.train.model import BuiltinConfig, BuiltinTransformer, save_full_model
 
 torch.set_num_threads(2)
+
+
+# A small builtin-architecture model: 2 layers, hidden 32 (trainer, trial and method tests).
+SMALL = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A random ``SMALL`` base saved as a model directory."""
+    d = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    save_full_model(BuiltinTransformer(SMALL), d)
+    return d
 
 
 @pytest.fixture(scope="module")

@@ -9,26 +9,19 @@ import pytest
 import torch
 
 from cli_helpers import call
-from dora_diag.train.model import BuiltinConfig, BuiltinTransformer, save_full_model
 from dora_diag.train.trainer import TrainConfig, train
 
-SMALL = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
-
-
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trial")
+def lora_run(base_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("trial") / "lora"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        (root / "base").mkdir()
-        save_full_model(BuiltinTransformer(SMALL), root / "base")
-        train(TrainConfig(out=str(root / "lora"), method="lora", model=str(root / "base"), steps=6, save_every=3,
-                          batch_size=8, rank=4, alpha=8.0, targets=("q_proj", "v_proj"), device="cpu"))
+        train(TrainConfig(out=str(run), method="lora", model=str(base_dir), steps=6, save_every=3, batch_size=8,
+                          rank=4, alpha=8.0, targets=("q_proj", "v_proj"), device="cpu"))
     finally:
         torch.set_num_threads(threads)
-    return root / "base", root / "lora"
+    return base_dir, run
 
 
 def test_check_trial_writes_the_trial_block(lora_run, tmp_path, capsys):

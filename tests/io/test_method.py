@@ -9,11 +9,7 @@ import torch
 
 import dora_diag
 from dora_diag.io.method import adapter_method, run_method
-from dora_diag.train.model import BuiltinConfig, BuiltinTransformer, save_full_model
 from dora_diag.train.trainer import TrainConfig, train
-
-SMALL = BuiltinConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
-
 
 @pytest.mark.parametrize("use_dora, use_rslora, ours, method", [
     (False, False, None, "lora"),
@@ -42,26 +38,18 @@ def test_run_method_prefers_train_config(tmp_path):
     assert method == "unknown" and "ft, lora" in why
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    save_full_model(BuiltinTransformer(SMALL), d)
-    return d
-
-
 @pytest.mark.parametrize("method", ["ft", "lora", "dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude"])
-def test_trained_runs_carry_their_method(base, tmp_path, method):
+def test_trained_runs_carry_their_method(base_dir, tmp_path, method):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         run = tmp_path / method
-        train(TrainConfig(out=str(run), method=method, model=str(base), steps=2, save_every=2, batch_size=4,
+        train(TrainConfig(out=str(run), method=method, model=str(base_dir), steps=2, save_every=2, batch_size=4,
                           rank=2, alpha=4.0, targets=("q_proj", "v_proj"), magnitude_only=("up_proj",),
                           device="cpu"))
     finally:
         torch.set_num_threads(threads)
-    a = dora_diag.compare(base, f"R={run}")
+    a = dora_diag.compare(base_dir, f"R={run}")
     (meta,) = a.meta["runs"]
     assert meta["method"] == method and meta["method_evidence"] == "train_config.json"
     assert {c["method"] for c in meta["checkpoints"]} == {method}   # the weights say so too
