@@ -36,7 +36,7 @@ def test_check_prints_verdict_and_writes_json(lora_run, tmp_path, capsys):
     assert v["thresholds"] == {"min_r": 0.3, "alpha": 0.05, "min_units": 6}
     assert out.startswith(f"LoRA (lora): {v['headline']}")
     assert "pooled" in out and "q_proj" in out and "v_proj" in out and "layers=6" in out
-    assert f"decision: {v['decision']} (decided by {v['decided_by']})" in out
+    assert f"decision: {v['decision']} (decided by {v['decided_by']}; statistic: partial r:" in out
     assert doc["bytes_read"] > 0 and doc["runs"][0]["checkpoints"][0]["method"] == "lora"
 
 

@@ -63,7 +63,8 @@ def verdict(analysis, min_r: float = CHECK_MIN_R, alpha: float = CHECK_ALPHA, mi
         trial = (trials or {}).get(run)
         decision = decide(pooled, method, th, relative, trial, unchanged=_unchanged(analysis.table, run))
         out.append({"run": run, "method": method, **decision,
-                    "statistic": STATISTIC, "thresholds": dict(th), "pooled": pooled, "modules": modules,
+                    "statistic": STATISTIC, "statistic_why": STATISTIC_WHY, "thresholds": dict(th),
+                    "pooled": pooled, "modules": modules,
                     "relative": relative, "trial": trial, "ci_method": _first(rows, "ci_method"),
                     "p_method": _first(rows, "p_method")})
     return out

@@ -31,7 +31,7 @@ def print_verdict(v: dict) -> None:
     echo(stat_line("pooled", v["pooled"]))
     for m in v["modules"]:
         echo(stat_line(m["module"], m))
-    echo(f"  decision: {v['decision']} (decided by {v['decided_by']})")
+    echo(f"  decision: {v['decision']} (decided by {v['decided_by']}; statistic: {v['statistic_why']})")
     echo(f"  why: {v['reason']}")
     echo(f"  note: {v['note']}")
 

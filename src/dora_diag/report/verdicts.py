@@ -66,7 +66,8 @@ def verdict_cards(verdicts: list[dict]) -> str:
             f"<p><strong>{esc(v.get('headline'))}</strong></p>"
             f"<p>Why: {esc(v.get('reason'))}. Decided by: {esc(v.get('decided_by'))}.</p>"
             + _trial(v.get("trial")) + _relative(v.get("relative") or [])
-            + f'<p class="muted">{esc(v.get("note"))} Thresholds: {esc(th)}. CIs: {esc(v.get("ci_method"))}; '
+            + f'<p class="muted">{esc(v.get("note"))} Decision statistic: {esc(v.get("statistic_why"))}. '
+            f'Thresholds: {esc(th)}. CIs: {esc(v.get("ci_method"))}; '
             f'p: {esc(v.get("p_method"))}. Naive p treats every point as independent and is shown for comparison only.</p>'
             f"<details><summary>statistics per module type</summary>"
             f"{stats_block(v.get('pooled') or {}, v.get('modules') or [])}</details></div>")
