@@ -1,11 +1,13 @@
 """The Ray executor on a real two-node Ray cluster on this machine: outputs byte-identical to
-the local executor, tasks on both nodes, a worker killed mid-task retried, bad input failing
+the local executor, tasks on both nodes, a worker killed mid-task and a whole node removed mid-task retried, bad input failing
 with the local message. Skipped without the ``ray`` extra."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,18 +28,24 @@ VARIABLE = ("elapsed_s", "executor", "bytes_read")
 
 
 @pytest.fixture(scope="module")
-def faults(tmp_path_factory):
-    """A head and one worker node, one CPU each; yields the fault-marker directory."""
-    marker_dir = tmp_path_factory.mktemp("faults")
+def cluster():
+    """A head and one worker node, one CPU each."""
     cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def faults(cluster, tmp_path_factory):
+    """The driver connected to ``cluster``; yields the fault-marker directory."""
+    marker_dir = tmp_path_factory.mktemp("faults")
     ray.init(address=cluster.address, log_to_driver=False, runtime_env={
         "env_vars": {"PYTHONPATH": str(HOOKS), "DORA_DIAG_TEST_FAULTS": str(marker_dir)},
         "worker_process_setup_hook": "ray_faults.install"})
     yield marker_dir
     ray.shutdown()
-    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +102,26 @@ def test_a_worker_killed_mid_task_is_retried(faults, sweep):
     (faults / "ARMED").touch()
     distributed = _compare(sweep, executor="ray", task_bytes=2048)
     assert (faults / "FIRED").exists() and not (faults / "ARMED").exists()
+    assert distributed.meta["executor"]["retries"] == 1
+    assert distributed.to_csv() == local.to_csv() and _json(distributed) == _json(local)
+
+
+@pytest.mark.slow
+def test_a_node_removed_mid_task_is_retried(cluster, faults, sweep):
+    """A third node joins; the first task on it holds until the test removes the whole node."""
+    local = _compare(sweep)
+    node = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    (faults / "HOLD").write_text(node.node_id)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(_compare, sweep, executor="ray", task_bytes=2048)
+        deadline = time.monotonic() + 30
+        while not (faults / "HELD").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (faults / "HELD").exists(), "no task reached the new node"
+        cluster.remove_node(node)
+        distributed = running.result(timeout=60)
+    (faults / "HELD").unlink()
     assert distributed.meta["executor"]["retries"] == 1
     assert distributed.to_csv() == local.to_csv() and _json(distributed) == _json(local)
 

@@ -159,7 +159,10 @@ def _get(ray, ref) -> tuple:
 
 
 def _attempts_actor(ray):
-    """Counts the attempts of each task (a retried task starts again): the JSON's retries."""
+    """Counts the attempts of each task (a retried task starts again): the JSON's retries.
+    Pinned to the driver's node: on a node that is lost mid-run it would take the run with it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     @ray.remote(num_cpus=0)
     class Attempts:
         def __init__(self) -> None:
@@ -170,7 +173,8 @@ def _attempts_actor(ray):
 
         def counts(self) -> dict:
             return self.started
-    return Attempts
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return Attempts.options(scheduling_strategy=here)
 
 
 # Per worker process: the job whose inputs are open, what ``opener`` made of them, and how to close them.
