@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -77,7 +78,8 @@ class _Pipe:
 
         self.proc = subprocess.Popen([executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=wire, pass_fds=(3, 4))
+                                     stderr=subprocess.DEVNULL, preexec_fn=wire, pass_fds=(3, 4),
+                                     start_new_session=True)   # its own group: close() ends every helper process
         os.close(to_child_r)
         os.close(from_child_w)
         self.messages: queue.Queue = queue.Queue()
@@ -108,7 +110,12 @@ class _Pipe:
         return self._next
 
     def close(self) -> None:
-        self.proc.kill()
+        # Killing only the main process left renderer/crashpad children writing into the
+        # profile while it was being removed ("Directory not empty"): end the whole group.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(timeout=10)
         os.close(self._w)
         os.close(self._r)
@@ -128,7 +135,7 @@ class Browser:
         executable = executable or find_chromium()
         if not executable:
             raise FileNotFoundError("no chromium executable on PATH (Debian: apt-get install chromium)")
-        self._profile = tempfile.TemporaryDirectory(prefix="dora-diag-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="dora-diag-chromium-", ignore_cleanup_errors=True)
         self._pipe = _Pipe(executable, self._profile.name)
         self._size = (width, height)
         self._events: list[dict] = []
