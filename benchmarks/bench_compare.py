@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synth  # noqa: E402
-from report_section import write_section  # noqa: E402
+from report_section import command_line, publish  # noqa: E402
 
 GB = 1e9
 
@@ -233,10 +233,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     r = run(args)
-    text = render(r, "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
-    print(text)
-    if not args.no_write:
-        write_section("bench_compare" if args.device == "cpu" else "bench_compare_gpu", text)
+    publish("bench_compare" if args.device == "cpu" else "bench_compare_gpu", render(r, command_line()),
+            not args.no_write)
 
 
 if __name__ == "__main__":

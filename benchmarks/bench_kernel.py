@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_section import write_section  # noqa: E402
+from report_section import publish  # noqa: E402
 
 from dora_diag.metrics import fused  # noqa: E402
 from dora_diag.metrics.kernels import Scratch, block_sums  # noqa: E402
@@ -170,9 +170,7 @@ def main() -> None:
     times = measure(candidates, cases, args.rounds)
     load_after = os.getloadavg()
     text = report(times, cases, first_call, load_before, load_after, args)
-    print(text)
-    if not args.no_write:
-        write_section("bench_kernel", text)
+    publish("bench_kernel", text, not args.no_write)
 
 
 def report(times, cases, first_call, load_before, load_after, args) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synth  # noqa: E402
 from bench_compare import GB, bytes_of, compare_cmd, measure, median_of  # noqa: E402
-from report_section import write_section  # noqa: E402
+from report_section import command_line, publish  # noqa: E402
 
 # 405B parameters in bf16, a base and 10 checkpoints.
 BIG_CHECKPOINT_BYTES = 810e9
@@ -159,10 +159,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     r = run(args)
-    text = render(r, "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
-    print(text)
-    if not args.no_write:
-        write_section("bench_ray", text)
+    publish("bench_ray", render(r, command_line()), not args.no_write)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 from report.conftest import MODULES, synthetic_analysis  # noqa: E402
-from report_section import write_section  # noqa: E402
+from report_section import command_line, publish  # noqa: E402
 
 from dora_diag.report.browser import Browser  # noqa: E402
 from dora_diag.report.html import CARTESIAN_BUNDLE, get_plotlyjs_version  # noqa: E402
@@ -76,10 +76,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Browser() as browser:
         rows = [(label, path, measure(browser, path, args.repeat)) for label, path in cases(Path(tmp))]
-        text = render(rows, args.repeat, "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
-    print(text)
-    if not args.no_write:
-        write_section("bench_report", text)
+        text = render(rows, args.repeat, command_line())
+    publish("bench_report", text, not args.no_write)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from dora_diag.outputs.atomic import write_atomic
@@ -25,3 +26,15 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     write_atomic(REPORT, text)
+
+
+def command_line() -> str:
+    """The command that ran this benchmark, as its report section names it."""
+    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+
+
+def publish(name: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless ``write`` is False (``--no-write``), put it in the report."""
+    print(text)
+    if write:
+        write_section(name, text)
