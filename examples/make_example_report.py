@@ -1,6 +1,6 @@
 """Regenerate reports/example.html and reports/report-screenshot.png from the embedded demo.
 
-Runs `dora-diag demo` (FT, LoRA and DoRA on the builtin model, about 2-3 minutes on 2 CPU
+Runs `dora-diag demo` (FT, LoRA and DoRA on the builtin model, about 1.5 minutes on 2 CPU
 cores), writes its report as reports/example.html, then opens it in headless Chromium to check
 that every figure draws without console errors and to take the screenshot for the README.
 

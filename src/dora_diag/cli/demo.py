@@ -26,8 +26,8 @@ from .train import TrainBar
 def demo_cmd(out, model, runs_dir, steps, save_every, seed, seeds, quiet):
     """Train FT, LoRA and DoRA on the builtin task shift (nothing downloaded) with --seeds seeds,
     compare each seed's runs with the base, print the median and range over seeds, and write the
-    first seed's report. About 1.5 minutes of one CPU core for 3 seeds (measured: 94 s of CPU
-    time), plus ~30 s the first time, to build the base."""
+    first seed's report. About 75 s of one CPU core for 3 seeds, plus ~20 s the first time, to
+    build the base (reports/demo.md, benchmarks/bench_demo.py)."""
     from ..demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, model=model, runs_dir=runs_dir, steps=steps, save_every=save_every, seed=seed,
