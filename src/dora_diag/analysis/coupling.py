@@ -198,22 +198,26 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
     return float(lo), float(hi)
 
 
+def _exact(n_units: int) -> bool:
+    """Whether every order of the layers is enumerated (at most PERMUTATIONS of them)."""
+    return math.factorial(n_units) <= PERMUTATIONS
+
+
 @functools.lru_cache(maxsize=16)
-def permutations(n_units: int, n: int = PERMUTATIONS, seed: int = SEED) -> tuple[np.ndarray, bool]:
-    """(orders (K, n_units), exact): all n_units! orders when that is at most ``n``, else the
-    identity plus n random ones."""
-    exact = math.factorial(n_units) <= n
-    if exact:
+def permutations(n_units: int, seed: int = SEED) -> np.ndarray:
+    """Orders (K, n_units): all n_units! when ``_exact``, else the identity plus PERMUTATIONS random ones."""
+    if _exact(n_units):
         orders = np.array(list(itertools.permutations(range(n_units))))
     else:
         g = np.random.default_rng(seed)
-        orders = np.vstack([np.arange(n_units), g.permuted(np.tile(np.arange(n_units), (n, 1)), axis=1)])
+        orders = np.vstack([np.arange(n_units),
+                            g.permuted(np.tile(np.arange(n_units), (PERMUTATIONS, 1)), axis=1)])
     orders.setflags(write=False)   # cached: shared by every caller
-    return orders, exact
+    return orders
 
 
 def p_method(n_units: int) -> str:
-    if math.factorial(n_units) <= PERMUTATIONS:
+    if _exact(n_units):
         return f"exact permutation of layer labels of ΔM (all {math.factorial(n_units)} orders), two-sided"
     return f"permutation of layer labels of ΔM, {PERMUTATIONS} random orders, seed {SEED}, two-sided"
 
@@ -223,12 +227,8 @@ def permutation_p(cube: Cube, kind: str, observed: float) -> float:
     the observed |r|. The identity order is counted, so p is never 0."""
     if math.isnan(observed):
         return math.nan
-    orders, _ = permutations(len(cube.units))
-
-    def evaluate(a: int, b: int) -> np.ndarray:
-        return _permuted_r(cube, orders[a:b], kind)
-
-    r = _chunked(cube, len(orders), evaluate)
+    orders = permutations(len(cube.units))
+    r = _chunked(cube, len(orders), lambda a, b: _permuted_r(cube, orders[a:b], kind))
     ok = np.isfinite(r)
     return float((np.abs(r[ok]) >= abs(observed) - 1e-12).sum() / ok.sum())
 

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from . import coupling
-from .stats import MIN_POINTS, fit_points, make_cube, unit_keys
+from .stats import MIN_POINTS, make_cube, unit_keys
 
 KIND = "partial"
 REFERENCE_METHODS = ("ft", "dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude")
@@ -21,7 +21,7 @@ REFERENCE_METHODS = ("ft", "dora", "dvora", "dora-magnitude-only", "dora-frozen-
 def relative_evidence(analysis, run: str) -> list[dict]:
     """[{"versus", "method", "statistic", "value", "reference", "difference", "ci_low", "ci_high",
     "units"}] for ``run`` against every full fine-tuning or DoRA-family run of ``analysis``."""
-    pts = fit_points(analysis.table[analysis.table["group"] == ""])
+    pts = analysis.points[analysis.points["group"] == ""]
     methods = analysis.methods
     out = []
     for other in analysis.runs:
