@@ -13,8 +13,10 @@ from safetensors import safe_open
 from tiny_peft import MODELS
 
 from dora_diag.errors import InputError, UnsupportedError
+from dora_diag.methods import ADAPTER_METHODS
 from dora_diag.adapters.inject import AdapterConfig, adapter_layers, apply_adapters
-from dora_diag.adapters.layers import DVoraLinear, MagnitudeOnlyLinear
+from dora_diag.adapters.dvora import DVoraLinear
+from dora_diag.adapters.layers import MagnitudeOnlyLinear
 from dora_diag.adapters.peft_format import load_peft_adapter, save_peft_adapter
 
 IDS = torch.randint(0, 96, (2, 6), generator=torch.Generator().manual_seed(0))
@@ -44,6 +46,7 @@ def _trained(arch, cfg):
 
 CASES = {
     "dora": ("llama", AdapterConfig(method="dora", rank=4, alpha=8, targets=("q_proj", "v_proj"))),
+    "lora": ("gpt2", AdapterConfig(method="lora", rank=3, alpha=5, targets=("c_attn", "c_proj"))),
     "lora-rslora": ("llama", AdapterConfig(method="lora", rank=4, alpha=8, use_rslora=True, targets=("q_proj",))),
     "dora-gpt2": ("gpt2", AdapterConfig(method="dora", rank=2, alpha=4, targets=("c_attn", "c_fc"))),
     "frozen-magnitude": ("llama", AdapterConfig(method="dora-frozen-magnitude", rank=4, targets=("o_proj",))),
@@ -77,6 +80,11 @@ def test_ours_loads_in_peft_and_back(case, tmp_path):
             if pa.requires_grad:
                 torch.testing.assert_close(pb, pa, rtol=1e-5, atol=1e-6, msg=f"{name}.{pname}")
     assert all(p.requires_grad == q.requires_grad for p, q in zip(ours.parameters(), again.parameters()))
+
+
+def test_every_table_method_has_a_round_trip_case():
+    """test_ours_loads_in_peft_and_back covers each row of the methods table: a new method needs a case."""
+    assert {cfg.method for _, cfg in CASES.values()} == set(ADAPTER_METHODS)
 
 
 def test_file_layout_matches_peft_save_pretrained(tmp_path):
