@@ -52,6 +52,9 @@ CASES = {
     "frozen-magnitude": ("llama", AdapterConfig(method="dora-frozen-magnitude", rank=4, targets=("o_proj",))),
     "magnitude-only": ("llama", AdapterConfig(method="dora-magnitude-only", rank=4, targets=("q_proj", "k_proj"),
                                               magnitude_only=("gate_proj", "up_proj", "down_proj"))),
+    # magnitude-only patterns that match nothing: loading must not make every module magnitude-only
+    "magnitude-only-none": ("llama", AdapterConfig(method="dora-magnitude-only", rank=2, targets=("q_proj",),
+                                                   magnitude_only=("no_such_module",))),
     "dvora": ("llama", AdapterConfig(method="dvora", rank=8, alpha=8, targets=("q_proj", "v_proj", "down_proj"))),
     "dvora-gpt2-rslora": ("gpt2", AdapterConfig(method="dvora", rank=4, alpha=3, use_rslora=True,
                                                 targets=("c_attn", "c_proj"))),
@@ -160,6 +163,14 @@ def test_exported_variants_are_plain_peft_factors(tmp_path):
     assert isinstance(ours.model.layers[0].mlp.up_proj, MagnitudeOnlyLinear)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["target_modules"] == \
         ["down_proj", "gate_proj", "k_proj", "q_proj", "up_proj"]
+
+
+def test_loading_into_an_adapted_model_refused(tmp_path):
+    arch, cfg = CASES["dora"]
+    base, ours = _trained(arch, cfg)
+    save_peft_adapter(ours, cfg, tmp_path)
+    with pytest.raises(InputError, match="already has adapters"):
+        load_peft_adapter(ours, tmp_path)
 
 
 def test_tampered_dvora_factors_refused(tmp_path):
