@@ -55,7 +55,7 @@ def _peft_rank_scaling(cfg: AdapterConfig, name: str) -> tuple[int, float]:
     return rank, lora_scaling(alpha, rank, cfg.use_rslora)
 
 
-def _factors(layer: AdapterLayer, cfg: AdapterConfig, name: str) -> dict[str, torch.Tensor]:
+def _suffixed_tensors(layer: AdapterLayer, cfg: AdapterConfig, name: str) -> dict[str, torch.Tensor]:
     """{PEFT suffix: tensor} giving PEFT's forward the same weight as ``layer`` (module ``name``)."""
     with torch.no_grad():
         out = layer.peft_tensors(*_peft_rank_scaling(cfg, name))
@@ -87,7 +87,7 @@ def save_peft_adapter(model: nn.Module, cfg: AdapterConfig, out_dir, base_model_
     except OSError as e:
         raise InputError(f"{out}: cannot create the adapter directory ({e.strerror or e})") from None
     tensors = {f"{PREFIX}{name}.{suffix}": t for name, layer in layers.items()
-               for suffix, t in _factors(layer, cfg, name).items()}
+               for suffix, t in _suffixed_tensors(layer, cfg, name).items()}
     names = list(layers)
     config = {**_PEFT_DEFAULTS,
               "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},

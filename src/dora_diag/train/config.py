@@ -4,8 +4,9 @@ Free of heavy imports (no torch): the ``train`` command builds its options' defa
 fields, and ``dora-diag --help`` must answer at once.
 
 Defaults that depend on other settings are ``None`` here and filled in by ``resolved()``:
-the learning rate by method family (``DEFAULT_LR``: adapter or full fine-tuning), the warmup as ``WARMUP_FRACTION`` of the
-steps, and torch's CPU thread count by model size (``threads_for`` in the trainer).
+the learning rate by method family (``DEFAULT_LR``: adapter or full fine-tuning, as the methods
+table says), the warmup as ``WARMUP_FRACTION`` of the steps, and torch's CPU thread count by
+model size (``threads_for`` in the trainer).
 """
 
 from __future__ import annotations
