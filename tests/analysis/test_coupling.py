@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dora_diag.analysis import coupling
-from dora_diag.analysis.stats import fit, make_cube, module_stats
+from dora_diag.analysis.stats import fit, fit_points, make_cube, module_stats
 from dora_diag.analysis.table import build_table
 
 
@@ -34,7 +34,7 @@ def _table(f, layers, ckpts, modules=("q_proj",), seed=0) -> pd.DataFrame:
 
 
 def _pooled(table: pd.DataFrame) -> pd.Series:
-    s = module_stats(table, {"R": "lora"}, ["R"])
+    s = module_stats(fit_points(table), {"R": "lora"}, ["R"])
     return s[s["module"] == "(pooled)"].iloc[0]
 
 

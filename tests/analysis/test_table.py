@@ -39,7 +39,7 @@ def test_untrained_adapter_is_flagged_and_warned(tmp_path, use_dora):
     a = compare(base, adapter)
     assert len(a.table) == 4 and (a.table["flags"] == ZERO_CHANGE).all()
     assert (a.table["delta_m"] == 0).all() and (a.table["delta_d"] == 0).all()
-    (line,) = [w for w in a.meta["warnings"] if ZERO_CHANGE in w]
+    (line,) = [w for w in a.meta.warnings if ZERO_CHANGE in w]
     assert line.startswith("adapter: 4 adapted tensor(s) in 1 checkpoint(s) are exactly the base")
 
 

@@ -17,6 +17,7 @@ from dora_diag.analysis.table import build_table
 from dora_diag.analysis.verdict import decide, judge_trial, verdict
 from dora_diag.errors import InputError
 from dora_diag.io.method import LORA_FAMILY, METHODS
+from dora_diag.records import Meta
 
 TH = {"min_r": 0.3, "alpha": 0.05, "min_units": 6}
 
@@ -39,7 +40,7 @@ def _analysis(runs: dict[str, tuple[str, object]], layers: int = 10, ckpts: int 
     rows = [r for i, (label, (_, f)) in enumerate(runs.items()) for r in _rows(label, f, layers, ckpts, seed=i)]
     methods = {label: m for label, (m, _) in runs.items()}
     meta = {"runs": [{"label": label, "path": label, "method": m, "checkpoints": []} for label, m in methods.items()]}
-    return Analysis(build_table(rows, methods), meta)
+    return Analysis(build_table(rows, methods), Meta.from_json(meta))
 
 
 def coupled(g, layer, c):

@@ -42,10 +42,10 @@ def _trials(analysis, base: str, steps, seeds: int, data, device: str, quiet: bo
     from ..train.trial import run_trial
 
     out = {}
-    for run in analysis.meta["runs"]:
-        if run["method"] in LORA_FAMILY:
-            out[run["label"]] = run_trial(base, run["path"], steps=steps, seeds=seeds, data=data, device=device,
-                                          progress=_trial_progress(run["label"], quiet))
+    for run in analysis.meta.runs:
+        if run.method in LORA_FAMILY:
+            out[run.label] = run_trial(base, run.path, steps=steps, seeds=seeds, data=data, device=device,
+                                       progress=_trial_progress(run.label, quiet))
     return out
 
 
@@ -126,8 +126,8 @@ def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_st
                          **executor_kwargs(executor, ray_address, task_mb))
     print_warnings(analysis, quiet)
     if trial:
-        analysis.verdicts = verdict(analysis, **thresholds,
-                                    trials=_trials(analysis, base, trial_steps, trial_seeds, data, device, quiet))
+        analysis = analysis.with_verdicts(verdict(
+            analysis, **thresholds, trials=_trials(analysis, base, trial_steps, trial_seeds, data, device, quiet)))
     if json_:
         analysis.to_json(json_)
     if out:
