@@ -119,6 +119,41 @@ class Meta:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """One run's "will DoRA help?" verdict (``analysis.verdict``).
+
+    ``decision``: "dora_likely_helps", "marginal", "inconclusive" or "not_applicable" (runs that
+    are not LoRA-family), ``decided_by``: "heuristic", "trial" or "none"; ``headline``, ``reason``
+    and ``note`` say it in words. ``pooled`` holds the run's pooled statistics and ``modules`` one
+    such dict per module type (with "module"), keyed as ``Analysis.stats`` columns;
+    ``relative`` the paired comparisons with reference runs (``analysis.relative``); ``trial``
+    the matched trial block, if one was run.
+    """
+
+    run: str
+    method: str
+    decision: str
+    decided_by: str
+    headline: str
+    reason: str
+    note: str
+    statistic: str
+    statistic_why: str
+    thresholds: dict
+    pooled: dict
+    modules: tuple[dict, ...] = ()
+    relative: tuple[dict, ...] = ()
+    trial: dict | None = None
+    ci_method: str | None = None
+    p_method: str | None = None
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return out | {"thresholds": dict(self.thresholds), "modules": list(self.modules),
+                      "relative": list(self.relative)}
+
+
+@dataclass(frozen=True)
 class VerifyInfo:
     """The inputs of one ``verify``: base, merged checkpoint, the adapter (None: none given) and
     how it was read, the tolerance, and the executor's block."""

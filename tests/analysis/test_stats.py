@@ -120,3 +120,21 @@ def test_outputs_written_to_a_path_return_none_like_pandas(tmp_path):
     a = Analysis(_table({"q_proj": [(1e-6 * i, 2e-3 * i) for i in range(1, 6)]}), Meta.from_json({"runs": [{"label": "FT"}]}))
     assert a.to_csv(tmp_path / "t.csv") is None and (tmp_path / "t.csv").read_text() == a.to_csv()
     assert a.to_json(tmp_path / "s.json") is None and (tmp_path / "s.json").read_text() == a.to_json()
+
+
+def test_derived_analyses_share_the_statistics_while_the_runs_stay(monkeypatch):
+    """``check`` and the demo attach verdicts or a temporary directory to a new Analysis: the fits
+    are not recomputed for it, unless the runs' methods (which the statistics record) change."""
+    from dora_diag.analysis import analysis as analysis_module
+
+    calls = []
+    real = analysis_module.module_stats
+    monkeypatch.setattr(analysis_module, "module_stats", lambda *a: calls.append(1) or real(*a))
+    a = Analysis(_table({"q_proj": [(1e-6 * i, 2e-3 * i + 1e-4 * (i % 2)) for i in range(1, 8)]}),
+                 Meta.from_json({"runs": [{"label": "FT", "method": "ft"}]}))
+    a.stats()
+    b = a.with_verdicts([]).with_meta(a.meta.with_temporary_dirs("tmp"))
+    assert b.verdicts == () and a.verdicts is None and b.meta.temporary_dirs == ("tmp",)
+    assert b.stats().equals(a.stats()) and len(calls) == 1
+    relabelled = a.with_meta(Meta.from_json({"runs": [{"label": "FT", "method": "lora"}]}))
+    assert relabelled.stats()["method"].tolist() == ["lora", "lora"] and len(calls) == 2

@@ -61,8 +61,8 @@ def test_full_checkpoint_equal_to_base_is_not_flagged(tmp_path):
 def test_verdict_of_an_adapter_that_changes_nothing(tmp_path):
     base, run = save_lora_run(tmp_path, layers=6, steps=(5,))
     trained = check(base, f"trained={run}").verdicts[0]
-    assert trained["headline"] != UNCHANGED_HEADLINE
+    assert trained.headline != UNCHANGED_HEADLINE
     _, adapter = _adapter(tmp_path / "zero", use_dora=False)
     v = check(tmp_path / "zero" / "base", f"zero={adapter}").verdicts[0]
-    assert v["decision"] == "inconclusive" and v["decided_by"] == "none" and v["headline"] == UNCHANGED_HEADLINE
-    assert ZERO_CHANGE in v["reason"]
+    assert v.decision == "inconclusive" and v.decided_by == "none" and v.headline == UNCHANGED_HEADLINE
+    assert ZERO_CHANGE in v.reason

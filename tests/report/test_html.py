@@ -197,7 +197,7 @@ def test_summary_shows_the_verdicts():
     html = render_summary(a)
     from dora_diag.report.sections import esc
 
-    assert "Will DoRA help?" in html and all(esc(v["headline"]) in html for v in a.verdicts)
+    assert "Will DoRA help?" in html and all(esc(v.headline) in html for v in a.verdicts)
 
 
 def test_compare_cli_says_where_the_report_went_and_refuses_pdf(make_pair, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..outputs.atomic import write_atomic
 from ..outputs.tabular import dump_json, frame_records, table_csv
-from ..records import Meta
+from ..records import Meta, Verdict
 from .stats import POOLED, expert_stats, fit_points, layer_stats, module_stats
 
 BY = ("module", "layer", "run", "expert")
@@ -28,7 +28,7 @@ class Analysis:
 
     table: pd.DataFrame
     meta: Meta = field(default_factory=Meta)
-    verdicts: tuple[dict, ...] | None = None
+    verdicts: tuple[Verdict, ...] | None = None
     _stats: dict = field(default_factory=dict, init=False, repr=False)
 
     def with_verdicts(self, verdicts) -> Analysis:
@@ -106,7 +106,7 @@ class Analysis:
         if "expert" in self.table.columns and self.table["expert"].notna().any():
             out["stats"]["by_expert"] = frame_records(self.stats("expert"))
         if self.verdicts is not None:
-            out["verdicts"] = list(self.verdicts)
+            out["verdicts"] = [v.to_json() for v in self.verdicts]
         return out
 
     def to_json(self, path: str | os.PathLike | None = None) -> str | None:

@@ -8,6 +8,7 @@ import click
 
 from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS, CHECK_TRIAL_SEEDS
 from ..outputs.paths import check_outputs
+from ..records import Verdict
 from .executors import executor_kwargs, executor_options
 from .messages import echo, print_warnings
 from .numbers import FiniteRange
@@ -26,14 +27,15 @@ def stat_line(label: str, s: dict) -> str:
             f"p={_fmt(s['partial_p'], '.2g')}  Pearson r={_fmt(s['pearson_r'], '+.2f')}")
 
 
-def print_verdict(v: dict) -> None:
-    echo(f"{v['run']} ({v['method']}): {v['headline']}")
-    echo(stat_line("pooled", v["pooled"]))
-    for m in v["modules"]:
+def print_verdict(v: Verdict) -> None:
+    """One ``records.Verdict``: headline, statistics, decision, why and note."""
+    echo(f"{v.run} ({v.method}): {v.headline}")
+    echo(stat_line("pooled", v.pooled))
+    for m in v.modules:
         echo(stat_line(m["module"], m))
-    echo(f"  decision: {v['decision']} (decided by {v['decided_by']}; statistic: {v['statistic_why']})")
-    echo(f"  why: {v['reason']}")
-    echo(f"  note: {v['note']}")
+    echo(f"  decision: {v.decision} (decided by {v.decided_by}; statistic: {v.statistic_why})")
+    echo(f"  why: {v.reason}")
+    echo(f"  note: {v.note}")
 
 
 def _trials(analysis, base: str, steps, seeds: int, data, device: str, quiet: bool) -> dict[str, dict]:

@@ -138,8 +138,9 @@ def render_summary(analysis) -> str:
             f"<code>.to_html(path)</code> writes the full report.</p></div>")
 
 
-def _verdict_lines(verdicts: list[dict] | None) -> str:
+def _verdict_lines(verdicts) -> str:
+    """Each verdict's headline (``Analysis.verdicts``; none before ``check``)."""
     if not verdicts:
         return ""
-    items = "".join(f"<li><strong>{S.esc(v.get('run'))}</strong>: {S.esc(v.get('headline'))}</li>" for v in verdicts)
+    items = "".join(f"<li><strong>{S.esc(v.run)}</strong>: {S.esc(v.headline)}</li>" for v in verdicts)
     return f"<p><strong>Will DoRA help?</strong></p><ul>{items}</ul>"
