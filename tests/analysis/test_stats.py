@@ -138,3 +138,8 @@ def test_derived_analyses_share_the_statistics_while_the_runs_stay(monkeypatch):
     assert b.stats().equals(a.stats()) and len(calls) == 1
     relabelled = a.with_meta(Meta.from_json({"runs": [{"label": "FT", "method": "lora"}]}))
     assert relabelled.stats()["method"].tolist() == ["lora", "lora"] and len(calls) == 2
+
+
+def test_meta_is_a_typed_record():
+    with pytest.raises(TypeError, match="records.Meta"):
+        Analysis(_table({"q_proj": [(1e-6, 1e-3)] * 3}), {"runs": [{"label": "FT"}]})

@@ -31,6 +31,11 @@ class Analysis:
     verdicts: tuple[Verdict, ...] | None = None
     _stats: dict = field(default_factory=dict, init=False, repr=False)
 
+    def __post_init__(self):
+        if not isinstance(self.meta, Meta):
+            raise TypeError(f"meta must be a dora_diag.records.Meta (Meta.from_json reads the JSON summary's "
+                            f"fields), not {type(self.meta).__name__}")
+
     def with_verdicts(self, verdicts) -> Analysis:
         """This analysis with ``verdicts`` (``verdict.verdict`` of it) attached."""
         return self._derive(verdicts=tuple(verdicts))

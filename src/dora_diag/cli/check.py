@@ -114,8 +114,8 @@ def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_st
     eval loss came out higher, and on the 4-layer builtin model it never decides. --trial
     measures DoRA against LoRA directly and decides when its interval excludes zero.
     """
-    from ..analysis.check import check as run_check
-    from ..analysis.verdict import verdict
+    from ..analysis.compare import compare
+    from ..analysis.verdict import check_thresholds, verdict
     from ..io.run_base import base_of_run
 
     base, runs = (paths[0], paths[1:]) if len(paths) > 1 else (base_of_run(paths[0]), paths)
@@ -123,13 +123,15 @@ def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_st
     if base is None:
         return _audit(paths[0], axis, json_, out, block_mb, quiet)
     thresholds = {"min_r": min_r, "alpha": significance, "min_units": min_units}
-    analysis = run_check(base, *runs, **thresholds, progress=BarProgress("checking", not quiet),
-                         **stream_kwargs(axis, device, split_fused, allow_partial, block_mb),
-                         **executor_kwargs(executor, ray_address, task_mb))
+    check_thresholds(**thresholds)
+    # analysis.check.check's steps, with the trials (which need the comparison's runs) between
+    # comparing and judging, so that the verdicts are computed once.
+    analysis = compare(base, *runs, progress=BarProgress("checking", not quiet),
+                       **stream_kwargs(axis, device, split_fused, allow_partial, block_mb),
+                       **executor_kwargs(executor, ray_address, task_mb))
     print_warnings(analysis, quiet)
-    if trial:
-        analysis = analysis.with_verdicts(verdict(
-            analysis, **thresholds, trials=_trials(analysis, base, trial_steps, trial_seeds, data, device, quiet)))
+    trials = _trials(analysis, base, trial_steps, trial_seeds, data, device, quiet) if trial else None
+    analysis = analysis.with_verdicts(verdict(analysis, **thresholds, trials=trials))
     if json_:
         analysis.to_json(json_)
     if out:
