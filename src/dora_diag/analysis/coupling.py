@@ -178,12 +178,6 @@ def _permuted_sums(z: _Standardized, orders: np.ndarray) -> dict[str, np.ndarray
     return {k: v.sum(1) for k, v in q.items()}
 
 
-def _permuted_r(cube: Cube, orders: np.ndarray, kind: str) -> np.ndarray:
-    """r of ``kind`` with ΔM's layers reordered by each row of ``orders`` (K, L) -> (K,)."""
-    z = _standardized(cube)
-    return _r_from_sums(_permuted_sums(z, orders), kind, z.shape)
-
-
 def _chunked(z: _Standardized, rows: int, evaluate) -> np.ndarray:
     """``evaluate(start, stop)`` over row chunks small enough to bound memory."""
     step = max(1, _CHUNK_CELLS // max(1, z.mask.size))
