@@ -28,6 +28,7 @@ from scipy.special import stdtrit
 from ..errors import InputError
 from ..io.method import LORA_FAMILY
 from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS
+from ..records import Verdict
 from .relative import relative_evidence
 from .stats import POOLED
 from .table import ZERO_CHANGE
@@ -46,7 +47,7 @@ STAT_KEYS = ("n", "units", "checkpoints", "pearson_r", "pearson_ci_low", "pearso
 
 
 def verdict(analysis, min_r: float = CHECK_MIN_R, alpha: float = CHECK_ALPHA, min_units: int = CHECK_MIN_UNITS,
-            trials: dict[str, dict] | None = None) -> list[dict]:
+            trials: dict[str, dict] | None = None) -> list[Verdict]:
     """One verdict per run of ``analysis``; ``trials[run]`` is a matched trial block
     (``train.trial.run_trial``) for that run, if one was run."""
     check_thresholds(min_r, alpha, min_units)
@@ -62,11 +63,9 @@ def verdict(analysis, min_r: float = CHECK_MIN_R, alpha: float = CHECK_ALPHA, mi
         relative = relative_evidence(analysis, run) if method in LORA_FAMILY else []
         trial = (trials or {}).get(run)
         decision = decide(pooled, method, th, relative, trial, unchanged=_unchanged(analysis.table, run))
-        out.append({"run": run, "method": method, **decision,
-                    "statistic": STATISTIC, "statistic_why": STATISTIC_WHY, "thresholds": dict(th),
-                    "pooled": pooled, "modules": modules,
-                    "relative": relative, "trial": trial, "ci_method": _first(rows, "ci_method"),
-                    "p_method": _first(rows, "p_method")})
+        out.append(Verdict(run, method, **decision, statistic=STATISTIC, statistic_why=STATISTIC_WHY,
+                           thresholds=dict(th), pooled=pooled, modules=tuple(modules), relative=tuple(relative),
+                           trial=trial, ci_method=_first(rows, "ci_method"), p_method=_first(rows, "p_method")))
     return out
 
 

@@ -31,6 +31,7 @@ from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.safetensors_file import RowReader, TensorInfo
 from ..io.sources import FineTunedSource, open_source
 from ..options import DEFAULT_BLOCK_BYTES
+from ..records import VerifyInfo
 from ..runtime import tune_allocator
 from .executors import make_executor
 from .verify_sums import Agreement, diagnose, stream_sums, transposed_rows
@@ -48,7 +49,7 @@ class Verification:
     and the inputs; ``problems`` has one line per thing that is off, ``ok`` is True when none is."""
 
     records: list[dict]
-    meta: dict
+    meta: VerifyInfo
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -62,7 +63,7 @@ class Verification:
         return out
 
     def to_dict(self) -> dict:
-        return {**self.meta, "ok": self.ok, "counts": self.counts(), "problems": self.problems,
+        return {**self.meta.to_json(), "ok": self.ok, "counts": self.counts(), "problems": self.problems,
                 "tensors": self.records}
 
     def to_json(self, path: str | os.PathLike) -> None:
@@ -141,9 +142,8 @@ def verify(base: str | os.PathLike, merged: str | os.PathLike, adapter: str | os
     used = set(to_merged.values())
     records += [_record(n, "extra", "only in the merged checkpoint")
                 for n in sorted(merged_ckpt.tensors) if n not in used]
-    meta = {"tool": "dora-diag verify", "base": os.fspath(base), "merged": os.fspath(merged),
-            "adapter": None if adapter is None else os.fspath(adapter), "rtol": rtol,
-            "adapter_kind": source.kind if source else None, "executor": runner.meta()}
+    meta = VerifyInfo(os.fspath(base), os.fspath(merged), None if adapter is None else os.fspath(adapter), rtol,
+                      source.kind if source else None, runner.meta())
     return Verification(records, meta, _problems(records, source is not None))
 
 
