@@ -27,6 +27,7 @@ from scipy.special import stdtrit
 
 from ..errors import InputError
 from ..io.method import LORA_FAMILY
+from ..methods import METHODS
 from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS
 from ..records import Verdict
 from .relative import relative_evidence
@@ -183,7 +184,7 @@ def _pattern_note(method: str) -> str:
     if method == "ft":
         return ("Full fine-tuning is the reference pattern the heuristic compares LoRA with "
                 "(the paper reports r = −0.62 on VL-BART).")
-    if method in ("dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude"):
+    if method in METHODS and METHODS[method].magnitude:
         return "This is DoRA's own pattern (the paper reports r = −0.31 for DoRA on VL-BART)."
     return "The method is unknown: nothing is decided about it."
 
