@@ -260,6 +260,12 @@ class TorchOps:
 NUMPY = NumpyOps()
 
 
+def ieee():
+    """A context in which numpy, like torch, lets NaN/Inf propagate without warnings (the engine
+    counts them as nonfinite channels); a fresh one per use: numpy's is not re-entrant."""
+    return np.errstate(all="ignore")
+
+
 @functools.cache
 def torch_ops() -> TorchOps:
     return TorchOps()

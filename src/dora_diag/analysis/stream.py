@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..arrays import NUMPY, ops_for, ops_of, torch_ops
+from ..arrays import NUMPY, ieee, ops_for, ops_of, torch_ops
 from ..io.fp8 import Fp8Scale
 from ..io.safetensors_file import RowReader
 from ..options import DEFAULT_BLOCK_BYTES
@@ -145,6 +145,10 @@ class Streamer:
     def run(self, plan: TensorPlan, span: tuple[int, int] | None = None) -> list[TargetResult]:
         """Every target's changes; ``span`` = (start, stop) restricts them to the channels of
         those stored rows (only where channels are rows: ``reduce_axis(plan) == "out"``)."""
+        with ieee():
+            return self._run(plan, span)
+
+    def _run(self, plan: TensorPlan, span: tuple[int, int] | None) -> list[TargetResult]:
         axis = self.reduce_axis(plan)
         lo, hi = span or (0, plan.info.shape[0])
         assert axis == "out" or (lo, hi) == (0, plan.info.shape[0]), "column channels need every row"
