@@ -14,14 +14,12 @@ No streamed tensor is a uint16 integer (non-float tensors are never measured).
 from __future__ import annotations
 
 import functools
-import sys
 
 import numpy as np
 
-# safetensors dtype -> numpy dtype of the values as held on the numpy side (see above)
-NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F8_E4M3": np.float32,
-                "F8_E5M2": np.float32, "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
-                "U8": np.uint8, "BOOL": np.bool_}
+# safetensors dtype -> numpy dtype of the values as held on the numpy side (fp8: decoded, ``fp8_table``)
+NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
+                "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 # fp8 formats: (exponent bits, exponent bias, whether the all-ones exponent is Inf/NaN as in IEEE)
 _FP8 = {"F8_E4M3": (4, 7, False), "F8_E5M2": (5, 15, True)}
 
@@ -49,10 +47,7 @@ class NumpyOps:
     """numpy arrays, on the CPU."""
 
     name = "numpy"
-    float64, float32, bool_ = np.float64, np.float32, np.bool_
-
-    def is_array(self, x) -> bool:
-        return isinstance(x, np.ndarray)
+    float64, float32 = np.float64, np.float32
 
     def device(self, device) -> str:
         return "cpu"
@@ -125,17 +120,8 @@ class NumpyOps:
     def sqrt(self, x):
         return np.sqrt(x)
 
-    def abs(self, x):
-        return np.abs(x)
-
     def sum(self, x, axis: int):
         return x.sum(axis=axis)
-
-    def stack(self, xs):
-        return np.stack(xs)
-
-    def cat(self, xs):
-        return np.concatenate(xs)
 
     def to(self, x, device):
         return x
@@ -159,14 +145,11 @@ class TorchOps:
         import torch
 
         self.t = torch
-        self.float64, self.float32, self.bool_ = torch.float64, torch.float32, torch.bool
+        self.float64, self.float32 = torch.float64, torch.float32
         self._dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                         "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
                         "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
                         "BOOL": torch.bool}
-
-    def is_array(self, x) -> bool:
-        return isinstance(x, self.t.Tensor)
 
     def device(self, device):
         return self.t.device(str(device))
@@ -225,17 +208,8 @@ class TorchOps:
     def sqrt(self, x):
         return x.sqrt()
 
-    def abs(self, x):
-        return x.abs()
-
     def sum(self, x, axis: int):
         return x.sum(dim=axis)
-
-    def stack(self, xs):
-        return self.t.stack(xs)
-
-    def cat(self, xs):
-        return self.t.cat(xs)
 
     def to(self, x, device):
         return x.to(str(device))
@@ -280,8 +254,3 @@ def ops_for(device) -> NumpyOps | TorchOps:
 def ops_of(x) -> NumpyOps | TorchOps:
     """The ops of ``x``'s kind: numpy for an ndarray, else torch (already imported, then)."""
     return NUMPY if isinstance(x, np.ndarray) else torch_ops()
-
-
-def torch_loaded() -> bool:
-    """Whether something in this process has imported torch (then it costs nothing more)."""
-    return "torch" in sys.modules
