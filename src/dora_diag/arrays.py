@@ -123,6 +123,10 @@ class NumpyOps:
     def sum(self, x, axis: int):
         return x.sum(axis=axis)
 
+    def norm2(self, x: np.ndarray) -> float:
+        """``‖x‖²`` of a 1-D fp64 array."""
+        return float(np.dot(x, x))
+
     def to(self, x, device):
         return x
 
@@ -210,6 +214,10 @@ class TorchOps:
 
     def sum(self, x, axis: int):
         return x.sum(dim=axis)
+
+    def norm2(self, x) -> float:
+        """``‖x‖²`` of a 1-D fp64 tensor (vector_norm is several times faster than x.dot(x) on CPU)."""
+        return float(self.t.linalg.vector_norm(x).square())
 
     def to(self, x, device):
         return x.to(str(device))

@@ -1,5 +1,5 @@
-"""Start-up: a CPU comparison of safetensors checkpoints never imports torch (~2 s), and the
-statistics and report libraries load only for the outputs that need them."""
+"""Start-up: a CPU compare, check or verify of safetensors checkpoints never imports torch
+(~2 s), and the statistics and report libraries load only for the outputs that need them."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ HEAVY = ("torch", "scipy", "plotly")
 SCRIPT = """
 import json, sys
 from dora_diag.cli import main
-main(sys.argv[1:])
-print(json.dumps([m for m in {heavy!r} if m in sys.modules]))
+try:
+    main(sys.argv[1:])
+finally:
+    print(json.dumps([m for m in {heavy!r} if m in sys.modules]))
 """.format(heavy=HEAVY)
 
 
-def _loaded(*argv: str) -> list[str]:
+def _loaded(*argv: str, codes: tuple[int, ...] = (0,)) -> list[str]:
     done = subprocess.run([sys.executable, "-c", SCRIPT, *argv], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode in codes, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -37,3 +39,9 @@ def test_compare_with_its_summary_and_check_load_no_torch(make_pair, tmp_path):
     b, f, _, _ = make_pair(layers=4)
     assert "torch" not in _loaded("compare", str(b), str(f), "--device", "cpu", "--json", str(tmp_path / "c.json"))
     assert set(_loaded("check", str(b), str(f), "--device", "cpu")) <= {"scipy"}
+
+
+def test_verify_without_an_adapter_loads_no_torch(make_pair):
+    """Exit 3: the merged checkpoint changed (that is what is asked without an adapter)."""
+    b, f, _, _ = make_pair(layers=2, dtype=torch.bfloat16)
+    assert _loaded("verify", str(b), str(f), codes=(0, 3)) == []

@@ -201,15 +201,16 @@ class RowReader:
         self.drop_behind = False
         self.bytes_read = 0
 
-    def read_rows(self, info: TensorInfo, start: int, stop: int, out=None):
+    def read_rows(self, info: TensorInfo, start: int, stop: int, out=None, ops=None):
         """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``.
 
         ``out``, a uint8 CPU buffer (numpy array or torch tensor) of at least that many bytes, is
         filled and viewed instead of allocating (the streamer reuses one per source, two on
-        CUDA); the rows are of ``out``'s kind (``arrays``), torch tensors when it is None.
+        CUDA); the rows are of ``out``'s kind (``arrays``), else of ``ops``' (torch tensors when
+        both are None).
         """
         nbytes = (stop - start) * info.row_bytes
-        buf = torch_ops().empty_bytes(nbytes) if out is None else out[:nbytes]
+        buf = (ops or torch_ops()).empty_bytes(nbytes) if out is None else out[:nbytes]
         self._pread_into(info, buf, info.offset + start * info.row_bytes)
         return ops_of(buf).view(buf, info.dtype, (stop - start, *info.shape[1:]))
 
