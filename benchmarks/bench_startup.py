@@ -2,6 +2,7 @@
 
     python benchmarks/bench_startup.py              # 5 interleaved rounds, medians
     python benchmarks/bench_startup.py --rounds 9 --no-write
+    python benchmarks/bench_startup.py --baseline ../old/src   # also another tree's compare, interleaved
 
 Every measurement is a fresh interpreter (`sys.executable`), run once per round, the rounds
 interleaved so that a load spike hits all of them alike; the report gives medians and the load
@@ -48,7 +49,8 @@ def tiny_pair(directory: Path) -> tuple[Path, Path]:
     return paths
 
 
-def commands(base: Path, ft: Path, csv: Path) -> dict[str, list[str]]:
+def commands(base: Path, ft: Path, csv: Path, baseline: str | None) -> dict[str, tuple[list[str], dict | None]]:
+    """name -> (command, environment: None for this one's)."""
     py = [sys.executable]
     cmds = {"python -c pass": py + ["-c", "pass"]}
     cmds |= {f"import {m}": py + ["-c", f"import {m}"] for m in IMPORTS}
@@ -57,12 +59,17 @@ def commands(base: Path, ft: Path, csv: Path) -> dict[str, list[str]]:
         "dora-diag compare (summary)": py + ["-m", "dora_diag", "compare", str(base), str(ft)],
         "dora-diag compare -q --csv": py + ["-m", "dora_diag", "compare", str(base), str(ft), "-q", "--csv", str(csv)],
     }
-    return cmds
+    runs = {name: (cmd, None) for name, cmd in cmds.items()}
+    if baseline:
+        env = {**os.environ, "PYTHONPATH": baseline}
+        runs |= {f"{name} [baseline]": (cmds[name], env) for name in ("dora-diag compare (summary)",
+                                                                       "dora-diag compare -q --csv")}
+    return runs
 
 
-def wall(cmd: list[str]) -> float:
+def wall(cmd: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -72,18 +79,18 @@ def loaded(base: Path, ft: Path, *extra: str) -> list[str]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run(rounds: int) -> dict:
+def run(rounds: int, baseline: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         base, ft = tiny_pair(Path(tmp))
-        cmds = commands(base, ft, Path(tmp) / "t.csv")
+        cmds = commands(base, ft, Path(tmp) / "t.csv", baseline)
         load_before = os.getloadavg()
-        for cmd in cmds.values():   # warm the page cache and .pyc files: start-up, not disk, is measured
-            wall(cmd)
+        for cmd, env in cmds.values():   # warm the page cache and .pyc files: start-up, not disk, is measured
+            wall(cmd, env)
         walls: dict[str, list[float]] = {name: [] for name in cmds}
         for _ in range(rounds):
-            for name, cmd in cmds.items():
-                walls[name].append(wall(cmd))
-        return {"walls": walls, "load": (load_before, os.getloadavg()),
+            for name, (cmd, env) in cmds.items():
+                walls[name].append(wall(cmd, env))
+        return {"walls": walls, "load": (load_before, os.getloadavg()), "baseline": baseline,
                 "loaded": {"summary": loaded(base, ft), "csv": loaded(base, ft, "-q", "--csv", str(Path(tmp) / "p.csv"))}}
 
 
@@ -99,6 +106,8 @@ def render(r: dict, command: str) -> str:
         f"Medians of {len(r['walls']['python -c pass'])} interleaved rounds, each a fresh interpreter, warm cache.", "",
         "| measurement | median wall s | beyond `python -c pass` s | all runs s |", "|---|---|---|---|",
     ]
+    if r["baseline"]:
+        lines.insert(-2, f"[baseline]: the same command with `PYTHONPATH={r['baseline']}`.\n")
     for name, walls in r["walls"].items():
         lines.append(f"| {name} | {med[name]:.3f} | {med[name] - floor:.3f} | "
                      f"{', '.join(f'{w:.2f}' for w in walls)} |")
@@ -116,9 +125,10 @@ def render(r: dict, command: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians reported; at least 3)")
+    ap.add_argument("--baseline", metavar="SRC", help="also time compare from this source tree (its PYTHONPATH)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    r = run(max(3, args.rounds))
+    r = run(max(3, args.rounds), args.baseline)
     publish("bench_startup", render(r, command_line()), not args.no_write)
 
 
