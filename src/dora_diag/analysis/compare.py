@@ -49,7 +49,9 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     tune_allocator()
     runner = make_executor(executor, ray_address, task_bytes)
     if executor == "local":
-        resolve_device(device)   # an unusable device is an error before any file is opened
+        # Once, and before any file is opened (an unusable device is an error); Ray workers
+        # resolve it each on their own machine.
+        device = str(resolve_device(device))
     started = time.perf_counter()
     job = job_of(base, finetuned, axis=axis, device=device, split_fused=split_fused, block_bytes=block_bytes,
                  allow_partial=allow_partial)

@@ -12,8 +12,6 @@ import math
 
 import numpy as np
 import pandas as pd
-# scipy.special, not scipy.stats: the latter adds ~0.5-1 s to every command's start-up.
-from scipy.special import betainc
 
 from ..architecture.modules import in_model_order
 from . import coupling
@@ -43,6 +41,9 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict:
     out["n"] = n
     if n < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out
+    # scipy.special, not scipy.stats (~0.5-1 s more), and only here: a CSV-only run needs neither.
+    from scipy.special import betainc
+
     r = _pearson(x, y)
     # Two-sided p of t = r sqrt((n-2)/(1-r^2)) on n-2 degrees of freedom, in its beta form.
     out["pearson_r"], out["naive_p"] = r, float(betainc((n - 2) / 2, 0.5, max(0.0, 1 - r * r)))

@@ -23,7 +23,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit
 
 from ..errors import InputError
 from ..io.method import LORA_FAMILY
@@ -227,6 +226,8 @@ def judge_trial(trial: dict, alpha: float) -> tuple[str, str]:
     mean = float(diffs.mean()) if k else math.nan
     if k < 2 or not np.isfinite(diffs).all():
         return "inconclusive", f"eval loss DoRA − LoRA = {_g(mean)} from {k} seed(s), too few for an interval"
+    from scipy.special import stdtrit   # imported where a trial is judged (a start-up cost otherwise)
+
     sd = float(diffs.std(ddof=1))
     half = float(stdtrit(k - 1, 1 - alpha / 2)) * sd / math.sqrt(k)
     lo, hi = mean - half, mean + half
