@@ -66,16 +66,16 @@ class Browser:
     """One headless Chromium; ``open(path)`` loads a local HTML file in a fresh offline context."""
 
     def __init__(self, width: int = 1400, height: int = 1000) -> None:
+        reason = unavailable()
+        if reason:
+            raise RuntimeError(reason)
         from playwright.sync_api import sync_playwright
 
-        executable = chromium_path()
-        if not executable:
-            raise FileNotFoundError(unavailable())
         self._size = (width, height)
         self._playwright = sync_playwright().start()
         # Playwright passes --no-sandbox unless asked for the sandbox; Chromium refuses to start
         # sandboxed as root (containers, CI), so the sandbox is kept for every other user only.
-        self._browser = self._playwright.chromium.launch(executable_path=executable, headless=True,
+        self._browser = self._playwright.chromium.launch(executable_path=chromium_path(), headless=True,
                                                          chromium_sandbox=os.geteuid() != 0)
 
     def __enter__(self) -> "Browser":
@@ -97,18 +97,20 @@ class Browser:
         w, h = width or self._size[0], self._size[1]
         context = self._browser.new_context(viewport={"width": w, "height": h}, device_scale_factor=1)
         result = PageResult(status={})
-        _block_network(context, result.requests)
-        page = context.new_page()
-        _listen(page, result)
-        url = Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
-        page.goto(url, wait_until="commit")
-        result.status = _wait_drawn(page, timeout)
-        result.probe = _evaluate(page, probe) if probe else None
-        if screenshot:
-            page.set_viewport_size({"width": w, "height": min(int(result.status["height"]), screenshot_height)})
-            page.wait_for_timeout(500)   # render.js relayouts the plots 100 ms after a resize
-            result.screenshot = page.screenshot(type="png")
-        context.close()
+        try:
+            _block_network(context, result.requests)
+            page = context.new_page()
+            _listen(page, result)
+            url = Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
+            page.goto(url, wait_until="commit")
+            result.status = _wait_drawn(page, timeout)
+            result.probe = _evaluate(page, probe) if probe else None
+            if screenshot:
+                page.set_viewport_size({"width": w, "height": min(int(result.status["height"]), screenshot_height)})
+                page.wait_for_timeout(500)   # render.js relayouts the plots 100 ms after a resize
+                result.screenshot = page.screenshot(type="png")
+        finally:
+            context.close()
         return result
 
 
