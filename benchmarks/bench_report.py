@@ -1,6 +1,6 @@
 """HTML report size and render time in headless Chromium.
 
-    python benchmarks/bench_report.py            # needs Debian's chromium (apt-get install chromium)
+    python benchmarks/bench_report.py   # needs playwright (test extra) and Debian's chromium
 
 Renders the issue's reference size, 32 layers x 7 modules x 5 checkpoints, for one run and for
 three runs side by side (FT, LoRA, DoRA), plus the committed example report of the demo, and
@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
+from browser_helpers import Browser  # noqa: E402
 from report.conftest import MODULES, synthetic_analysis  # noqa: E402
 from report_section import command_line, publish  # noqa: E402
 
-from dora_diag.report.browser import Browser  # noqa: E402
 from dora_diag.report.html import CARTESIAN_BUNDLE, get_plotlyjs_version  # noqa: E402
 
 EXAMPLE = ROOT / "reports" / "example.html"
@@ -47,8 +47,8 @@ def measure(browser: Browser, path: Path, repeat: int) -> dict:
     for _ in range(repeat):
         page = browser.open(path)
         s = page.status
-        if page.errors or s["error"] or int(s["rendered"] or 0) != s["drawn"]:
-            raise SystemExit(f"{path}: did not draw cleanly: {page.errors or s['error']}")
+        if page.errors or page.requests or s["error"] or int(s["rendered"] or 0) != s["drawn"]:
+            raise SystemExit(f"{path}: did not draw cleanly offline: {page.errors or page.requests or s['error']}")
         firsts.append(int(s["first_ms"]))
         alls.append(int(s["render_ms"]))
     return {"figures": s["figures"], "first_ms": statistics.median(firsts), "all_ms": statistics.median(alls),
@@ -57,8 +57,9 @@ def measure(browser: Browser, path: Path, repeat: int) -> dict:
 
 def render(rows: list[tuple[str, Path, dict]], repeat: int, command: str) -> str:
     lines = ["## HTML report render time (`benchmarks/bench_report.py`)", "",
-             f"Command: `{command}`; headless Debian Chromium, 1400x1000 viewport, {repeat} loads per report, "
-             f"medians; times from navigation start. plotly.js: cartesian bundle {CARTESIAN_BUNDLE[0]} "
+             f"Command: `{command}`; headless Debian Chromium (Playwright), 1400x1000 viewport, "
+             f"{repeat} loads per report, medians; times from navigation start. "
+             f"plotly.js: cartesian bundle {CARTESIAN_BUNDLE[0]} "
              f"(plotly.py ships {get_plotlyjs_version()}).", "",
              "| report | MB | figures | first figure ms | all figures drawn ms (each load) | all drawn < 3 s |",
              "|---|---|---|---|---|---|"]

@@ -2,7 +2,8 @@
 
 Runs `dora-diag demo` (FT, LoRA and DoRA on the builtin model, about 1.5 minutes on 2 CPU
 cores), writes its report as reports/example.html, then opens it in headless Chromium to check
-that every figure draws without console errors and to take the screenshot for the README.
+that every figure draws offline without console errors and to take the screenshot for the
+README. Needs playwright (in the test extra) and Debian's chromium (apt-get install chromium).
 
     python examples/make_example_report.py [--out-dir reports]
 """
@@ -10,17 +11,21 @@ that every figure draws without console errors and to take the screenshot for th
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from dora_diag.outputs.atomic import write_atomic
-from dora_diag.report.browser import Browser
-from dora_diag.demo import DemoConfig, run_demo
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))   # the browser driver the tests use (not in the package)
+from browser_helpers import Browser  # noqa: E402
+
+from dora_diag.demo import DemoConfig, run_demo  # noqa: E402
+from dora_diag.outputs.atomic import write_atomic  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "reports")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports")
     args = parser.parse_args()
     html_path = args.out_dir / "example.html"
     result = run_demo(DemoConfig(out=str(html_path)), status=print)
@@ -30,8 +35,8 @@ def main() -> None:
     with Browser(height=900) as browser:
         page = browser.open(html_path, screenshot=True, screenshot_height=4200)
     s = page.status
-    if page.errors or s.get("error") or s.get("drawn") != s.get("figures"):
-        raise SystemExit(f"report did not draw cleanly: {page.errors or s.get('error')}, "
+    if page.errors or page.requests or s.get("error") or s.get("drawn") != s.get("figures"):
+        raise SystemExit(f"report did not draw cleanly offline: {page.errors or page.requests or s.get('error')}, "
                          f"{s.get('drawn')}/{s.get('figures')} figures")
     write_atomic(args.out_dir / "report-screenshot.png", page.screenshot)
     print(f"{html_path}: {html_path.stat().st_size / 1e6:.1f} MB, {s['figures']} figures; in Chromium the first "

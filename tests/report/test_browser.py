@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from browser_helpers import Browser, unavailable
 from dora_diag import report
-from dora_diag.report.browser import Browser, find_chromium
 
 from .conftest import XSS, synthetic_analysis, with_log
 
@@ -15,10 +15,10 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def browser():
-    exe = find_chromium()
-    if not exe:   # .ci/run installs it; a test run never installs system packages
-        pytest.skip("headless Chromium not found (Debian package 'chromium', which .ci/run installs)")
-    with Browser(exe) as b:
+    reason = unavailable()
+    if reason:   # .ci/run installs Chromium; a test run never installs anything
+        pytest.skip(reason)
+    with Browser() as b:
         yield b
 
 
@@ -27,7 +27,7 @@ def test_report_draws_offline_with_no_console_errors(browser, tmp_path):
     synthetic_analysis(xss=True, verdicts=True).to_html(path)
     page = browser.open(path, screenshot=True)
     s = page.status
-    assert s["error"] is None and page.errors == [] and page.dialogs == []
+    assert s["error"] is None and page.errors == [] and page.dialogs == [] and page.requests == []
     assert page.screenshot.startswith(b"\x89PNG")   # what examples/make_example_report.py saves for the README
     # 3 scatters (q_proj, k_proj and the hostile module) + 2 profiles + 4 heatmaps + trajectory + training
     assert int(s["rendered"]) == s["figures"] == s["plots"] == s["drawn"] == 11
@@ -74,13 +74,12 @@ def _report(tmp_path, **kwargs):
 
 
 @pytest.mark.parametrize("width", [1400, 900])
-def test_figures_are_legible(tmp_path, width):
+def test_figures_are_legible(browser, tmp_path, width):
     """What a reader sees: per-panel axes, layer and step without hovering, equal heatmap scales,
     loss and accuracy on their own axes, runs and modules in order, and no text on top of text."""
     runs = ("LoRA", "FT", "DoRA")
     _, path = _report(tmp_path, runs=runs, modules=("down_proj", "q_proj", "v_proj"), layers=6)
-    with Browser(find_chromium() or _install_chromium() or pytest.skip("no chromium"), width=width) as b:
-        page = b.open(path, probe=LAYOUT_JS)
+    page = browser.open(path, probe=LAYOUT_JS, width=width)
     assert page.errors == [] and page.status["drawn"] == page.status["figures"] == len(page.probe)
     figs = page.probe
     for fig in figs:
@@ -150,6 +149,17 @@ def test_browser_check_can_fail(browser, tmp_path):
                     "document.body.setAttribute('data-rendered', '0')</script></body></html>")
     page = browser.open(path)
     assert page.dialogs == ["alert: x"] and page.errors == ["console: boom"]
+
+
+def test_network_check_can_fail(browser, tmp_path):
+    """Every request off the machine is blocked and reported, so a report that fetched anything would fail."""
+    path = tmp_path / "online.html"
+    path.write_text("<html><body><script>let left = 2; const done = () => { if (--left === 0) "
+                    "document.body.setAttribute('data-rendered', '0'); };"   # once both were refused
+                    "const img = new Image(); img.onerror = done; img.src = 'http://example.invalid/x.png';"
+                    "new WebSocket('ws://example.invalid/s').onclose = done;</script></body></html>")
+    page = browser.open(path)
+    assert sorted(page.requests) == ["http://example.invalid/x.png", "ws://example.invalid/s"]
 
 
 @pytest.mark.slow
