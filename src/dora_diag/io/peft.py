@@ -26,8 +26,10 @@ from ..metrics.kernels import ChannelSums
 from .checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint
 from .method import TRAINER_METADATA, adapter_method
 from .peft_config import PeftConfig, read_adapter_config
-from ..metrics.lowrank import FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, factor_sums
+from ..metrics.lowrank import (FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, expert_factors,
+                               factor_sums)
 from .peft_keys import AdapterModule, group_keys
+from .peft_params import ExpertPart, ParamTarget, param_targets
 from .safetensors_file import RowReader, TensorInfo, read_header
 
 PREPASS_BLOCK_BYTES = 16 * 1024 * 1024
@@ -47,6 +49,7 @@ class _Entry:
     scale: float = 1.0
     w0: TensorInfo | None = None  # W0 for DoRA's column norms (the adapter's base_layer copy if saved)
     indices: list[int] | None = None
+    part: ExpertPart | None = None   # LoRA on a raw parameter (``peft_params``): these rows of ΔW_e
 
 
 def _check_factors(where: str, module: str, A: TensorInfo, B: TensorInfo) -> None:
@@ -112,9 +115,14 @@ class AdapterSource:
         self._cache: tuple[str, torch.device, LowRankDelta, tuple | None] | None = None
         self._tokens: dict[str, torch.Tensor] = {}   # trainable-token rows, (n, dim) each
         base_names = list(base.tensors)
-        wanted = {f"{p}.weight": m for p, m in modules.items()}
         # PEFT names modules as they are in memory; transformers 5 saves the base under older names.
         rename = renamer(base.config)
+        modules, params, unplaced = param_targets(self.where, config, modules, base.tensors, self._model_type, rename)
+        for p in params:
+            self._add_param(p)
+        for m in unplaced:
+            self._add_module(m, None, m.path)
+        wanted = {f"{p}.weight": m for p, m in modules.items()}
         to_base = {v: k for k, v in match_names(base_names, list(wanted), rename).items()}
         for name, m in wanted.items():
             self._add_module(m, to_base.get(name), name)
@@ -149,6 +157,19 @@ class AdapterSource:
         w0 = m.parts.get("base_layer", base)
         info = TensorInfo(base_name, base.dtype, shape, self.where, 0, 0)
         self._entries[base_name] = _Entry("lowrank", info, m, transposed, scale, w0)
+
+    def _add_param(self, p: ParamTarget) -> None:
+        """A base tensor (rows ``p.part``) changed by LoRA on a raw parameter: never transposed,
+        as PEFT's per-expert ΔW_e is (out, in) wherever the base stores (out, in) rows."""
+        A, B = p.module.factors
+        _check_factors(self.where, p.module.path, A, B)
+        base = self._base.tensors[p.base_name]
+        if base.shape[0] != p.part.stop - p.part.start or base.shape[1:] != (A.shape[1],):
+            raise InputError(f"{self.where}: {p.module.path}: factors {list(A.shape)} x {list(B.shape)} do not fit "
+                             f"base tensor {p.base_name} {list(base.shape)}")
+        scale = self.adapter_config.rank_and_scale(p.parameter)[1]
+        self._entries[p.base_name] = _Entry("lowrank", TensorInfo(p.base_name, base.dtype, base.shape, self.where, 0, 0), p.module,
+                                            scale=scale, w0=base, part=p.part)
 
     def _orientation(self, m: AdapterModule, A: TensorInfo, B: TensorInfo, base: TensorInfo) -> tuple[bool, tuple]:
         """(stored transposed?, effective shape). Embeddings are always (vocab, dim) = transposed;
@@ -230,7 +251,8 @@ class AdapterSource:
         e = self._entries.get(name)
         if e is None or e.kind != "lowrank" or e.module.factors is None:
             return None
-        return e.module.factors[0].shape[0], e.scale
+        experts = 1 if e.part is None else e.part.experts   # one (r, in) block of A per expert
+        return e.module.factors[0].shape[0] // experts, e.scale
 
     def bytes_read(self) -> int:
         return self.reader.bytes_read
@@ -269,6 +291,9 @@ class AdapterSource:
         A_info, B_info = e.module.factors
         A = self.reader.read_all(A_info).float()
         B = self.reader.read_all(B_info).float()
+        if e.part is not None:
+            B, A = expert_factors(A, B, e.part.experts, e.part.expert)
+            B = B[e.part.start:e.part.stop]
         r = A.shape[0]
         if e.transposed:
             L, R = (A.T * e.scale).contiguous(), B.T.contiguous()
