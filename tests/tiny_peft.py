@@ -48,7 +48,16 @@ def mixtral():
     return transformers.MixtralForCausalLM(cfg)
 
 
-MODELS = {"llama": llama, "gpt2": gpt2, "bert": bert_classifier, "qwen3_moe": qwen3_moe, "mixtral": mixtral}
+def gpt_oss():
+    """Experts stored as 3-D (E, in, out) and used as ``x @ W[e]``: gate_up_proj (3, 16, 24), down_proj (3, 12, 16)."""
+    cfg = transformers.GptOssConfig(hidden_size=16, intermediate_size=12, num_hidden_layers=2, num_attention_heads=2,
+                                    num_key_value_heads=1, head_dim=8, vocab_size=40, num_local_experts=3,
+                                    num_experts_per_tok=2)
+    return transformers.GptOssForCausalLM(cfg)
+
+
+MODELS = {"llama": llama, "gpt2": gpt2, "bert": bert_classifier, "qwen3_moe": qwen3_moe, "mixtral": mixtral,
+          "gpt_oss": gpt_oss}
 
 
 @dataclass

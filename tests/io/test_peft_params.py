@@ -102,6 +102,33 @@ def test_every_value_equals_peft_merge(make_adapter, name):
         assert source.rank_and_scale(tensor) == (A.shape[0] // experts, pytest.approx(scaling))
 
 
+def test_stored_3d_experts_match_reference_and_peft_merge(make_adapter):
+    """gpt-oss stores its experts as (E, in, out) tensors: expert e's slice ``name[e]`` changes by
+    ΔW_eᵀ and is measured per output channel (a stored column), gate/up interleaved."""
+    case = make_adapter("gpt_oss", r=2, lora_alpha=3, target_modules=["q_proj"], target_parameters=EXPERTS)
+    base = load_file(case.base / "model.safetensors")
+    a = dora_diag.compare(case.base, case.adapter, split_fused=True).table.set_index(["tensor", "group"]).sort_index()
+    for param, (A, B, scaling, experts) in case.param_factors.items():
+        r = A.shape[0] // experts
+        delta = torch.einsum("ore,eri->eio", B.reshape(B.shape[0], r, experts),
+                             A.reshape(experts, r, A.shape[1])) * scaling
+        for e in range(experts):
+            w0 = base[param][e].double().T
+            ref = reference_changes(w0, w0 + delta[e].T)
+            row = a.loc[(f"{param}[{e}]", "")]
+            assert (row["expert"], row["rows"], row["cols"]) == (e, *w0.shape)
+            for col in ("delta_m", "delta_d"):
+                assert row[col] == pytest.approx(ref[col], rel=1e-5), (param, e, col)
+    merged = dora_diag.compare(case.base, case.merged, split_fused=True).table.set_index(["tensor", "group"])
+    merged = merged.loc[a.index]
+    for col in ("delta_m", "delta_d", "rel_delta_m"):
+        np.testing.assert_allclose(a[col], merged[col], rtol=1e-5, err_msg=col)
+    assert {g for _, g in a.index} == {"", "gate", "up"}
+    result = dora_diag.verify(case.base, case.merged, case.adapter)
+    assert result.ok, result.problems
+    assert sum(r["adapted"] for r in result.records) == 6
+
+
 def _patched(case, **patch):
     path = case.adapter / "adapter_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **patch}))

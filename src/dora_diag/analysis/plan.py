@@ -19,7 +19,7 @@ from ..io.fp8 import Fp8Scale, find_scale, scale_names
 from ..io.runs import CheckpointRef
 from ..io.safetensors_file import TensorInfo
 from ..io.sources import FineTunedSource
-from .views import StoredView, as_vectors, expert_slice, is_experts_stack, is_vector_stack
+from .views import StoredView, as_vectors, can_view, expert_slice, expert_target, is_experts_stack, is_vector_stack
 
 
 @dataclass
@@ -132,7 +132,7 @@ def _per_expert(plan: TensorPlan) -> list[TensorPlan]:
     stored = [t.source.infos()[t.name] for t in plan.targets]
     plans = []
     for e in range(plan.info.shape[0]):
-        views = [StoredView(t.source, expert_slice(info, e)) for t, info in zip(plan.targets, stored)]
+        views = [expert_target(t.source, info, e) for t, info in zip(plan.targets, stored)]
         targets = [Target(t.ref, v, v.info.name, v.info.shape[0]) for t, v in zip(plan.targets, views)]
         plans.append(TensorPlan(expert_slice(plan.info, e), plan.layer, plan.module, plan.transposed, plan.groups,
                                 targets, stack=plan.stack, expert=e))
@@ -209,7 +209,7 @@ def _skip_reason(plan: TensorPlan, source: FineTunedSource, ft: TensorInfo) -> s
     base = plan.info
     if not ft.is_float:
         return f"fine-tuned tensor has non-float dtype {ft.dtype}"
-    if plan.view and (not StoredView.can_view(source) or len(ft.shape) < 2
+    if plan.view and (not can_view(source, plan.view) or len(ft.shape) < 2
                       or (plan.view == "experts" and ft.shape != base.shape)):
         return f"shape mismatch: base {list(base.shape)} ({plan.view} view) vs fine-tuned {list(ft.shape)}"
     shape = as_vectors(ft).shape if plan.view == "vectors" else ft.shape

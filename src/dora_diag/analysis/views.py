@@ -41,6 +41,20 @@ def expert_slice(info: TensorInfo, expert: int) -> TensorInfo:
                    offset=info.offset + expert * nbytes, nbytes=nbytes)
 
 
+def expert_target(source: FineTunedSource, info: TensorInfo, expert: int) -> FineTunedSource:
+    """A source for expert ``expert`` of the 3-D experts tensor ``info`` of ``source``: a view of
+    its stored bytes, or the source's own ``expert_view`` (an adapter on the stacked parameter)."""
+    if source.stored:
+        return StoredView(source, expert_slice(info, expert))
+    return source.expert_view(info.name, expert)
+
+
+def can_view(source: FineTunedSource, view: str) -> bool:
+    """Whether ``source``'s tensors can be read through ``view``: stored ones always, computed
+    ones as experts when they offer ``expert_view``."""
+    return source.stored or (view == "experts" and hasattr(source, "expert_view"))
+
+
 class StoredView:
     """One stored fine-tuned tensor read through a view (``as_vectors``, ``expert_slice``):
     a ``FineTunedSource`` for one target; reads go through the wrapped source's reader and are
@@ -52,10 +66,6 @@ class StoredView:
         self.kind, self.config = source.kind, source.config
         self.info = info
         self._reader = source.reader
-
-    @staticmethod
-    def can_view(source: FineTunedSource) -> bool:
-        return source.stored
 
     def infos(self) -> dict[str, TensorInfo]:
         return {self.info.name: self.info}

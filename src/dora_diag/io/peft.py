@@ -29,7 +29,7 @@ from .peft_config import PeftConfig, read_adapter_config
 from ..metrics.lowrank import (FactorSums, LowRankDelta, channel_sums, dense_rows, dora_scale, expert_factors,
                                factor_sums)
 from .peft_keys import AdapterModule, group_keys
-from .peft_params import ExpertPart, ParamTarget, param_targets
+from .peft_params import ExpertPart, ExpertView, ParamTarget, expert_name, param_targets
 from .safetensors_file import RowReader, TensorInfo, read_header
 
 PREPASS_BLOCK_BYTES = 16 * 1024 * 1024
@@ -42,7 +42,7 @@ MAX_FACTOR_ELEMENTS = 1 << 24
 class _Entry:
     """How to produce one effective base tensor: a low-rank module, trainable tokens, or a full tensor."""
 
-    kind: str                    # "lowrank" | "tokens" | "full"
+    kind: str                    # "lowrank" | "tokens" | "full" | "experts" (a stored 3-D stack of lowrank slices)
     info: TensorInfo             # what ``infos()`` reports (base name, effective shape)
     module: AdapterModule | None = None
     transposed: bool = False     # factors apply to the stored (in, out) layout
@@ -112,6 +112,7 @@ class AdapterSource:
         self._base = base
         self._model_type = infer_model_type(base.config, list(base.tensors))
         self._entries: dict[str, _Entry] = {}
+        self._slices: dict[str, _Entry] = {}   # ``name[e]`` of stored 3-D experts (``expert_view``)
         self._cache: tuple[str, torch.device, LowRankDelta, tuple | None] | None = None
         self._tokens: dict[str, torch.Tensor] = {}   # trainable-token rows, (n, dim) each
         base_names = list(base.tensors)
@@ -164,12 +165,22 @@ class AdapterSource:
         A, B = p.module.factors
         _check_factors(self.where, p.module.path, A, B)
         base = self._base.tensors[p.base_name]
+        scale = self.adapter_config.rank_and_scale(p.parameter)[1]
+        if p.stacked:
+            name = expert_name(p.base_name, p.part.expert)
+            info = TensorInfo(name, base.dtype, base.shape[1:], self.where, 0, 0)
+            self._slices[name] = _Entry("lowrank", info, p.module, p.transposed, scale, part=p.part)
+            self._entries.setdefault(p.base_name, _Entry("experts", replace(info, name=p.base_name, shape=base.shape)))
+            return
         if base.shape[0] != p.part.stop - p.part.start or base.shape[1:] != (A.shape[1],):
             raise InputError(f"{self.where}: {p.module.path}: factors {list(A.shape)} x {list(B.shape)} do not fit "
                              f"base tensor {p.base_name} {list(base.shape)}")
-        scale = self.adapter_config.rank_and_scale(p.parameter)[1]
-        self._entries[p.base_name] = _Entry("lowrank", TensorInfo(p.base_name, base.dtype, base.shape, self.where, 0, 0), p.module,
-                                            scale=scale, w0=base, part=p.part)
+        info = TensorInfo(p.base_name, base.dtype, base.shape, self.where, 0, 0)
+        self._entries[p.base_name] = _Entry("lowrank", info, p.module, scale=scale, w0=base, part=p.part)
+
+    def expert_view(self, name: str, expert: int) -> ExpertView:
+        """Expert ``expert`` of the stored 3-D experts tensor ``name``, as its own source."""
+        return ExpertView(self, self._slices[expert_name(name, expert)].info)
 
     def _orientation(self, m: AdapterModule, A: TensorInfo, B: TensorInfo, base: TensorInfo) -> tuple[bool, tuple]:
         """(stored transposed?, effective shape). Embeddings are always (vocab, dim) = transposed;
@@ -216,14 +227,21 @@ class AdapterSource:
     def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
              out: torch.Tensor | None = None) -> torch.Tensor:
         """Effective rows ``start:stop`` (stored layout, shape of ``base_rows`` flattened to 2-D)."""
-        e = self._entries[name]
+        e = self._entry(name)
         if e.kind == "full":
             return self.reader.read_rows(e.info, start, stop, out)
         w = base_rows.reshape(stop - start, -1)
         if e.kind == "tokens":
             return self._token_rows(e, w, start, stop)
+        if e.kind == "experts":   # whole experts (``verify``): each expert's matrix from its slice
+            shape = e.info.shape[1:]
+            return torch.stack([self.rows(expert_name(name, i), w[i - start].reshape(shape), 0, shape[0]).reshape(-1)
+                                for i in range(start, stop)])
         delta, col_scale = self._delta(name, w.device)
         return dense_rows(delta, w, start, stop, None if col_scale is None else col_scale[0])
+
+    def _entry(self, name: str) -> _Entry:
+        return self._entries[name] if name in self._entries else self._slices[name]
 
     def drop_behind(self) -> None:
         """Factors are read whole, once: nothing to drop."""
@@ -234,7 +252,7 @@ class AdapterSource:
         None where the dense path is needed: full tensors, trainable tokens, and DoRA measured
         along the other axis than its magnitude (``--axis in``).
         """
-        e = self._entries[name]
+        e = self._entry(name)
         if e.kind != "lowrank":
             return None
         w = base_rows.reshape(stop - start, -1)
@@ -248,7 +266,7 @@ class AdapterSource:
         return channel_sums(sums, scale)
 
     def rank_and_scale(self, name: str) -> tuple[int, float] | None:
-        e = self._entries.get(name)
+        e = self._entries.get(name) or self._slices.get(name)
         if e is None or e.kind != "lowrank" or e.module.factors is None:
             return None
         experts = 1 if e.part is None else e.part.experts   # one (r, in) block of A per expert
@@ -279,7 +297,7 @@ class AdapterSource:
         """The module's factors on ``device`` (one module cached) and DoRA's per-column (k, k-1)."""
         if self._cache is not None and self._cache[0] == name and self._cache[1] == device:
             return self._cache[2], self._cache[3]
-        e = self._entries[name]
+        e = self._entry(name)
         delta = self._load(e).to(device)
         col_scale = None
         if delta.magnitude is not None and delta.magnitude_axis == "in":

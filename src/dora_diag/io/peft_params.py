@@ -10,7 +10,9 @@ takes in, out = d2, d1 ((E, out, in), F.linear) or d1, d2 for experts used as ``
 
 Checkpoints that store the fused parameter as per-expert matrices
 (``architecture.experts.split_experts``) get one entry per expert and part, each with its
-rows of ΔW_e: rows, columns and ``expert`` exactly as the merged model's saved tensors.
+rows of ΔW_e: rows, columns and ``expert`` exactly as the merged model's saved tensors. A base
+that stores the 3-D parameter itself gets one entry per expert slice ``name[e]`` (stored
+(out, in), or (in, out) = ΔW_eᵀ when transposed), measured like stored 3-D experts.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class ParamTarget:
     parameter: str       # the in-memory parameter name PEFT targeted (rank_pattern key)
     base_name: str
     part: ExpertPart
+    stacked: bool = False     # the base stores the 3-D parameter: ``part`` is its [expert] slice
+    transposed: bool = False  # that slice is (in, out): experts used as ``x @ W[e]``
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,11 @@ def _split(where: str, m: AdapterModule, name: str, param: _Param, transposed: b
     """One target per stored base tensor of the parameter."""
     experts = 1 if len(param.shape) == 2 else param.shape[0]
     if len(param.shape) == 3 and not param.per_expert:
-        raise UnsupportedError(f"{where}: {m.path}: LoRA on {name}, which the base stores as one 3-D tensor "
-                               f"{list(param.shape)}: not read yet; merge the adapter and compare the merged model")
+        if transposed and experts == 1:   # PEFT adds this one expert's B·A (out, in) untransposed
+            raise UnsupportedError(f"{where}: {m.path}: LoRA on the single (1, in, out) expert {name} is not read")
+        rows = param.shape[2] if transposed else param.shape[1]
+        return [ParamTarget(m, name, param.stored[0][0][0], ExpertPart(experts, e, 0, rows), True, transposed)
+                for e in range(experts)]
     if transposed:   # per-expert nn.Linear weights are (out, in): a fused (E, in, out) is not their stack
         raise InputError(f"{where}: {m.path}: {name} is (E, in, out) in memory but stored per expert")
     out = []
@@ -158,3 +165,42 @@ def _split(where: str, m: AdapterModule, name: str, param: _Param, transposed: b
             out.append(ParamTarget(m, name, base_name, ExpertPart(experts, e, start, start + rows)))
             start += rows
     return out
+
+
+def expert_name(name: str, expert: int) -> str:
+    """Expert ``expert``'s slice of the stored 3-D tensor ``name`` (as ``analysis.views.expert_slice`` names it)."""
+    return f"{name}[{expert}]"
+
+
+class ExpertView:
+    """One expert slice of a stored 3-D experts tensor an adapter changes: a ``FineTunedSource``
+    for one plan target, computing through the adapter source (which counts and closes)."""
+
+    stored = parallel_safe = False
+    skipped: tuple[dict, ...] = ()
+    magnitude_axes: tuple[str, ...] = ()
+
+    def __init__(self, source, info: TensorInfo):
+        self.kind, self.method, self.config = source.kind, source.method, source.config
+        self.info, self._source = info, source
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return {self.info.name: self.info}
+
+    def rows(self, name, base_rows, start, stop, out=None):
+        return self._source.rows(name, base_rows, start, stop)
+
+    def channel_sums(self, name, base_rows, start, stop, axis):
+        return self._source.channel_sums(name, base_rows, start, stop, axis)
+
+    def rank_and_scale(self, name):
+        return self._source.rank_and_scale(name)
+
+    def drop_behind(self) -> None:
+        """The adapter source reads its factors whole: nothing to drop."""
+
+    def bytes_read(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        """The adapter source is closed by whoever opened it."""
