@@ -89,7 +89,7 @@ def param_targets(where: str, config: PeftConfig, modules: dict[str, AdapterModu
             chains.setdefault(owner(path), []).append(m)
         else:
             plain[path] = m
-    params = _parameters(base)
+    params = _parameters(base, model_type)
     wanted = [n for o in chains for n in targeted(o, config.target_parameters)]
     found = {v: k for k, v in match_names(list(params), wanted, rename).items()}
     out, unmatched = [], []
@@ -104,10 +104,10 @@ def param_targets(where: str, config: PeftConfig, modules: dict[str, AdapterModu
     return plain, out, unmatched
 
 
-def _parameters(base: dict[str, TensorInfo]) -> dict[str, _Param]:
+def _parameters(base: dict[str, TensorInfo], model_type: str | None) -> dict[str, _Param]:
     """Every 2-D/3-D base tensor as a parameter, and each fused experts parameter the base
     stores per expert, shaped (E, sum of part rows, cols)."""
-    splits = split_experts(list(base))
+    splits = split_experts(list(base), model_type)
     # Per-expert matrices are only parts: they rename to their fused parameter too (ambiguous).
     parts = {n for split in splits.values() for p in split.parts for n in p}
     params = {n: _Param(i.shape, (((n, i.shape[-2]),),)) for n, i in base.items()
