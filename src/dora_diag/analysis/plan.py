@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..architecture import fused_groups, is_transposed, match_names, module_namer
+from ..architecture import fused_groups, match_names, module_namer
 from ..architecture.naming import Place
-from ..architecture.registry import experts_transposed, infer_model_type, orientation_notes
+from ..architecture.orientation import stored_transposed
+from ..architecture.registry import infer_model_type, orientation_notes
 from ..architecture.renames import renamer
 from ..errors import InputError
 from ..io.checkpoint import Checkpoint
@@ -116,11 +117,10 @@ def _tensor_plan(info: TensorInfo, place: Place, model_type: str | None, config:
     """How a base tensor is measured: orientation, view and fused groups (``views``, ``registry``)."""
     module_path = info.name.removesuffix(".weight")
     view = "experts" if is_experts_stack(info) else "vectors" if is_vector_stack(info) else ""
+    transposed = stored_transposed(model_type, info.name, info.shape)
     if view == "experts":
-        transposed = experts_transposed(model_type, module_path)
         out = info.shape[2] if transposed else info.shape[1]
     else:
-        transposed = len(info.shape) == 2 and is_transposed(model_type, module_path)
         out = info.shape[1] if transposed else math.prod(info.shape[:-1]) if view else info.shape[0]
     groups = fused_groups(model_type, module_path, config, out, view == "experts") if split_fused else None
     return TensorPlan(as_vectors(info) if view == "vectors" else info, place.layer, place.module, transposed, groups,

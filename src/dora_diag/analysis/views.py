@@ -15,18 +15,19 @@ from dataclasses import replace
 
 import torch
 
+from ..architecture import orientation
 from ..io.safetensors_file import TensorInfo
 from ..io.sources import FineTunedSource
 
 
 def is_vector_stack(info: TensorInfo) -> bool:
-    """N-D (3+) and not a module's ``weight``: nn.Conv* kernels are the N-D ``.weight`` tensors."""
-    return len(info.shape) > 2 and not info.name.endswith(".weight")
+    """``architecture.orientation.is_vector_stack`` of a stored tensor."""
+    return orientation.is_vector_stack(info.name, info.shape)
 
 
 def is_experts_stack(info: TensorInfo) -> bool:
-    """A 3-D parameter of an ``experts`` module: ``mlp.experts.gate_up_proj``."""
-    return is_vector_stack(info) and len(info.shape) == 3 and ".experts." in f".{info.name}"
+    """``architecture.orientation.is_experts_stack`` of a stored tensor."""
+    return orientation.is_experts_stack(info.name, info.shape)
 
 
 def as_vectors(info: TensorInfo) -> TensorInfo:

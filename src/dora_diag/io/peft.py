@@ -3,8 +3,11 @@
 The effective weight is PEFT's merge, computed in fp32/fp64 without rounding to the base
 dtype: ``W0 + s·B·A`` (s = alpha/r, or alpha/sqrt(r) with rsLoRA, r and alpha per module from
 ``rank_pattern``/``alpha_pattern``), for DoRA ``m · (W0 + s·B·A) / ‖W0 + s·B·A‖`` per output
-channel. Orientation comes from the layer type: GPT-2 Conv1D (``architecture.is_transposed``)
-and embeddings store (in, out), so their output channels, and DoRA's norm, are stored columns.
+channel. Orientation comes from the layer type, decided as for every reader
+(``architecture.orientation.stored_transposed``): GPT-2 Conv1D stores (in, out), and PEFT
+treats embeddings the same way, so their factors give the transpose and DoRA's norm runs over
+stored columns. Factors that fit only the other orientation (a layer type the tables do not
+know) are read that way.
 
 Only the factors are read from the adapter file; base rows come from the analyzer's stream.
 ``channel_sums`` gives the kernel sums straight from the factors (see ``metrics.lowrank``).
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..architecture import is_transposed, match_names
+from ..architecture import match_names
+from ..architecture.orientation import stored_transposed
 from ..architecture.registry import infer_model_type
 from ..architecture.renames import renamer
 from ..errors import InputError
@@ -192,7 +196,7 @@ class AdapterSource:
         elif len(A.shape) > 2 or len(base.shape) != 2:
             candidates = [(False, rows_shape)]
         else:
-            conv1d = is_transposed(self._model_type, base.name.removesuffix(".weight"))
+            conv1d = stored_transposed(self._model_type, base.name, base.shape)
             candidates = [(conv1d, cols_shape if conv1d else rows_shape), (not conv1d, rows_shape if conv1d else cols_shape)]
         resizable = "base_layer" in m.parts
         conv_b_ok = all(s == 1 for s in B.shape[2:])
@@ -264,6 +268,11 @@ class AdapterSource:
             return channel_sums(sums, None)
         scale = dora_scale(delta.magnitude[start:stop], sums) if axis == "out" else col_scale
         return channel_sums(sums, scale)
+
+    def transposed(self, name: str) -> bool | None:
+        """Whether the factors give tensor ``name`` as stored (in, out); None where it is not computed from factors."""
+        e = self._entries.get(name) or self._slices.get(name)
+        return None if e is None or e.kind != "lowrank" else e.transposed
 
     def rank_and_scale(self, name: str) -> tuple[int, float] | None:
         e = self._entries.get(name) or self._slices.get(name)

@@ -5,7 +5,7 @@ nest, so their factors are saved as ``M.lora_A.weight`` (outermost), ``M.base_la
 ... with nothing in the file naming the parameter: it is found here as the one target of M whose
 shape the factors fit. For a parameter of shape (E, d1, d2) (``experts.gate_up_proj``) PEFT
 takes in, out = d2, d1 ((E, out, in), F.linear) or d1, d2 for experts used as ``x @ W[e]``
-(``architecture.registry.experts_transposed``); A is (r·E, in) and B (out, r·E), expert e's
+(``architecture.orientation.stored_transposed``); A is (r·E, in) and B (out, r·E), expert e's
 ΔW_e = s·B_e @ A_e (``metrics.lowrank.expert_factors``). A 2-D parameter is (out, in), E = 1.
 
 Checkpoints that store the fused parameter as per-expert matrices
@@ -23,7 +23,7 @@ from typing import Callable
 
 from ..architecture import match_names
 from ..architecture.experts import split_experts
-from ..architecture.registry import experts_transposed
+from ..architecture.orientation import stored_transposed
 from ..errors import InputError, UnsupportedError
 from .peft_config import PeftConfig
 from .peft_keys import AdapterModule
@@ -100,7 +100,8 @@ def param_targets(where: str, config: PeftConfig, modules: dict[str, AdapterModu
                 unmatched.append(m)
                 continue
             name = _fitting(where, config, m, names, {n: params[found[n]] for n in names}, model_type)
-            out.extend(_split(where, m, name, params[found[name]], experts_transposed(model_type, name)))
+            param = params[found[name]]
+            out.extend(_split(where, m, name, param, _transposed(model_type, name, param.shape)))
     return plain, out, unmatched
 
 
@@ -121,6 +122,11 @@ def _parameters(base: dict[str, TensorInfo], model_type: str | None) -> dict[str
     return params
 
 
+def _transposed(model_type: str | None, name: str, shape: tuple[int, ...]) -> bool:
+    """A 3-D parameter's orientation as every reader has it; PEFT reads a 2-D one as (out, in) always."""
+    return len(shape) == 3 and stored_transposed(model_type, name, shape)
+
+
 def _in_out(shape: tuple[int, ...], transposed: bool) -> tuple[int, int, int]:
     """(experts, in, out) of a parameter as PEFT's ``ParamWrapper`` reads its shape."""
     if len(shape) == 2:
@@ -135,7 +141,8 @@ def _fitting(where: str, config: PeftConfig, m: AdapterModule, names: list[str],
     A, B = m.factors
     fits = []
     for name in names:
-        experts, n_in, n_out = _in_out(params[name].shape, experts_transposed(model_type, name))
+        shape = params[name].shape
+        experts, n_in, n_out = _in_out(shape, _transposed(model_type, name, shape))
         r = config.rank_and_scale(name)[0] * experts
         if tuple(A.shape) == (r, n_in) and tuple(B.shape) == (n_out, r):
             fits.append(name)
