@@ -18,7 +18,8 @@ import dora_diag
 
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
-from ckpt_helpers import reference_changes  # noqa: E402
+from ckpt_helpers import reference_changes, write_checkpoint  # noqa: E402
+from cli_helpers import assert_one_line_error, call  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from dora_diag.errors import InputError, UnsupportedError  # noqa: E402
@@ -153,3 +154,29 @@ def test_adapter_for_another_moe_is_refused(make_adapter):
     other = make_adapter("mixtral", **CASES["gate_up_only"][1])
     with pytest.raises(InputError, match="fit none of the targeted parameters"):
         dora_diag.compare(other.base, ours.adapter)
+
+
+def test_refusal_is_one_line_on_the_command_line(make_adapter, capsys):
+    case = _patched(make_adapter("qwen3_moe", **CASES["gate_up_only"][1]), use_dora=True)
+    capsys.readouterr()   # the models' save messages
+    code, _, err = call(capsys, "compare", "-q", str(case.base), str(case.adapter))
+    assert_one_line_error(code, err, "use_dora is set together with target_parameters")
+
+
+def test_nested_wrappers_that_shapes_cannot_tell_apart_are_refused(tmp_path):
+    """Two targeted parameters of one module with one shape: the file does not say which factors are whose."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    base = write_checkpoint(tmp_path / "base", {f"layers.0.mlp.experts.{k}": torch.randn(2, 4, 6, generator=g)
+                                                for k in ("a", "b")})
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    prefix = "base_model.model.layers.0.mlp.experts."
+    save_file({f"{prefix}{wrap}lora_{f}.weight": torch.randn(*shape, generator=g)
+               for wrap in ("", "base_layer.") for f, shape in (("A", (4, 6)), ("B", (4, 4)))},
+              str(adapter / "adapter_model.safetensors"))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2,
+                                                             "target_parameters": ["experts.a", "experts.b"]}))
+    with pytest.raises(InputError, match=r"factors \[4, 6\] x \[4, 4\] fit 2 of the targeted parameters"):
+        dora_diag.compare(base, adapter)
