@@ -25,6 +25,7 @@ from safetensors.torch import load_file  # noqa: E402
 from dora_diag.errors import InputError, UnsupportedError  # noqa: E402
 from dora_diag.io.checkpoint import open_checkpoint  # noqa: E402
 from dora_diag.io.peft import open_adapter  # noqa: E402
+from dora_diag.io.safetensors_file import read_header  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -77,6 +78,10 @@ def test_experts_match_fp64_reference_and_peft_merge(make_adapter, name):
         assert row["expert"] == expert
         for col in ("delta_m", "delta_d", "rel_delta_m"):
             assert row[col] == pytest.approx(ref[col], rel=1e-5), (tensor, col)
+    # each factor is read once, though every expert and part of a module uses it
+    adapter_bytes = sum(i.nbytes for i in read_header(str(case.adapter / "adapter_model.safetensors"))[0].values())
+    base = open_checkpoint(case.base).tensors
+    assert a.meta["bytes_read"] == sum(base[n].nbytes for n in ta.index) + adapter_bytes
     merged = dora_diag.compare(case.base, case.merged).table.set_index("tensor").sort_index()
     changed = merged[(merged["delta_m"] > 0) | (merged["delta_d"] > 0)]
     assert list(changed.index) == list(ta.index)   # nothing dropped, nothing extra: q/v_proj too

@@ -40,6 +40,7 @@ PREPASS_BLOCK_BYTES = 16 * 1024 * 1024
 # Factors, trainable-token rows and magnitudes are read whole (64 MB in fp32): r = 512 on a
 # 32k-wide layer fits; larger are refused before anything is read.
 MAX_FACTOR_ELEMENTS = 1 << 24
+FACTOR_CACHE_MODULES = 2
 
 
 @dataclass
@@ -119,6 +120,7 @@ class AdapterSource:
         self._slices: dict[str, _Entry] = {}   # ``name[e]`` of stored 3-D experts (``expert_view``)
         self._cache: tuple[str, torch.device, LowRankDelta, tuple | None] | None = None
         self._tokens: dict[str, torch.Tensor] = {}   # trainable-token rows, (n, dim) each
+        self._factor_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}   # module path -> (A, B), oldest first
         base_names = list(base.tensors)
         # PEFT names modules as they are in memory; transformers 5 saves the base under older names.
         rename = renamer(base.config)
@@ -164,8 +166,8 @@ class AdapterSource:
         self._entries[base_name] = _Entry("lowrank", info, m, transposed, scale, w0)
 
     def _add_param(self, p: ParamTarget) -> None:
-        """A base tensor (rows ``p.part``) changed by LoRA on a raw parameter: never transposed,
-        as PEFT's per-expert ΔW_e is (out, in) wherever the base stores (out, in) rows."""
+        """A base tensor changed by LoRA on a raw parameter: rows ``p.part`` of ΔW_e (out, in) for a
+        per-expert or 2-D tensor, or ``name[e]`` of a stored 3-D stack (ΔW_eᵀ when ``p.transposed``)."""
         A, B = p.module.factors
         _check_factors(self.where, p.module.path, A, B)
         base = self._base.tensors[p.base_name]
@@ -245,7 +247,14 @@ class AdapterSource:
         return dense_rows(delta, w, start, stop, None if col_scale is None else col_scale[0])
 
     def _entry(self, name: str) -> _Entry:
-        return self._entries[name] if name in self._entries else self._slices[name]
+        found = self._find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def _find(self, name: str) -> _Entry | None:
+        """A tensor of ``infos()`` or an expert slice of one (``expert_view``)."""
+        return self._entries.get(name) or self._slices.get(name)
 
     def drop_behind(self) -> None:
         """Factors are read whole, once: nothing to drop."""
@@ -271,11 +280,11 @@ class AdapterSource:
 
     def transposed(self, name: str) -> bool | None:
         """Whether the factors give tensor ``name`` as stored (in, out); None where it is not computed from factors."""
-        e = self._entries.get(name) or self._slices.get(name)
+        e = self._find(name)
         return None if e is None or e.kind != "lowrank" else e.transposed
 
     def rank_and_scale(self, name: str) -> tuple[int, float] | None:
-        e = self._entries.get(name) or self._slices.get(name)
+        e = self._find(name)
         if e is None or e.kind != "lowrank" or e.module.factors is None:
             return None
         experts = 1 if e.part is None else e.part.experts   # one (r, in) block of A per expert
@@ -287,6 +296,7 @@ class AdapterSource:
     def close(self) -> None:
         self.reader.close()
         self._cache = None
+        self._factor_cache.clear()
         self._tokens.clear()
 
     # ---- factors -----------------------------------------------------------------------------
@@ -314,10 +324,18 @@ class AdapterSource:
         self._cache = (name, device, delta, col_scale)
         return delta, col_scale
 
+    def _factors(self, module: AdapterModule) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) in fp32, read once per module while it is in use: all experts of a raw-parameter
+        module share one pair, and a layer's two (gate_up, down) alternate in file order."""
+        if module.path not in self._factor_cache:
+            A_info, B_info = module.factors
+            self._factor_cache[module.path] = (self.reader.read_all(A_info).float(), self.reader.read_all(B_info).float())
+            while len(self._factor_cache) > FACTOR_CACHE_MODULES:
+                self._factor_cache.pop(next(iter(self._factor_cache)))
+        return self._factor_cache[module.path]
+
     def _load(self, e: _Entry) -> LowRankDelta:
-        A_info, B_info = e.module.factors
-        A = self.reader.read_all(A_info).float()
-        B = self.reader.read_all(B_info).float()
+        A, B = self._factors(e.module)
         if e.part is not None:
             B, A = expert_factors(A, B, e.part.experts, e.part.expert)
             B = B[e.part.start:e.part.stop]
