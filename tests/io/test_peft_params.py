@@ -17,7 +17,11 @@ import torch
 import dora_diag
 
 pytest.importorskip("peft")
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
+if not hasattr(pytest.importorskip("peft.tuners.lora.layer"), "ParamWrapper"):
+    pytest.skip("this peft has no target_parameters (ParamWrapper)", allow_module_level=True)
+if int(transformers.__version__.split(".")[0]) < 5:
+    pytest.skip("transformers < 5 holds MoE experts as separate modules, not 3-D parameters", allow_module_level=True)
 from ckpt_helpers import reference_changes, write_checkpoint  # noqa: E402
 from cli_helpers import assert_one_line_error, call  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
@@ -185,3 +189,15 @@ def test_nested_wrappers_that_shapes_cannot_tell_apart_are_refused(tmp_path):
                                                              "target_parameters": ["experts.a", "experts.b"]}))
     with pytest.raises(InputError, match=r"factors \[4, 6\] x \[4, 4\] fit 2 of the targeted parameters"):
         dora_diag.compare(base, adapter)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family,kwargs", [CASES["mixtral_rslora_patterns"],
+                                           ("gpt_oss", dict(r=2, target_modules=[], target_parameters=EXPERTS))])
+def test_cuda_matches_cpu(make_adapter, family, kwargs):
+    case = make_adapter(family, **kwargs)
+    cpu = dora_diag.compare(case.base, case.adapter, device="cpu").table
+    gpu = dora_diag.compare(case.base, case.adapter, device="cuda").table
+    for col in ("delta_m", "delta_d"):
+        np.testing.assert_allclose(gpu[col], cpu[col], rtol=1e-5, err_msg=col)
