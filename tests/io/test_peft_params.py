@@ -172,8 +172,12 @@ def test_refusal_is_one_line_on_the_command_line(make_adapter, capsys):
     assert_one_line_error(code, err, "use_dora is set together with target_parameters")
 
 
-def test_nested_wrappers_that_shapes_cannot_tell_apart_are_refused(tmp_path):
-    """Two targeted parameters of one module with one shape: the file does not say which factors are whose."""
+@pytest.mark.parametrize("targets, message", [
+    (["experts.a", "experts.b"], r"factors \[4, 6\] x \[4, 4\] fit 2 of the targeted parameters"),
+    (["experts.a"], "layers.0.mlp.experts: two modules' factors both fit only layers.0.mlp.experts.a"),
+])
+def test_nested_wrappers_that_shapes_cannot_tell_apart_are_refused(tmp_path, targets, message):
+    """Two wrappers on one module whose factors fit the same parameter(s): the file does not say which is whose."""
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(0)
@@ -186,8 +190,8 @@ def test_nested_wrappers_that_shapes_cannot_tell_apart_are_refused(tmp_path):
                for wrap in ("", "base_layer.") for f, shape in (("A", (4, 6)), ("B", (4, 4)))},
               str(adapter / "adapter_model.safetensors"))
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2,
-                                                             "target_parameters": ["experts.a", "experts.b"]}))
-    with pytest.raises(InputError, match=r"factors \[4, 6\] x \[4, 4\] fit 2 of the targeted parameters"):
+                                                             "target_parameters": targets}))
+    with pytest.raises(InputError, match=message):
         dora_diag.compare(base, adapter)
 
 

@@ -95,11 +95,15 @@ def param_targets(where: str, config: PeftConfig, modules: dict[str, AdapterModu
     out, unmatched = [], []
     for owner_path, chain in chains.items():
         names = [n for n in targeted(owner_path, config.target_parameters) if n in found]
+        taken: set[str] = set()
         for m in chain:
             if not names:
                 unmatched.append(m)
                 continue
             name = _fitting(where, config, m, names, {n: params[found[n]] for n in names}, model_type)
+            if name in taken:   # PEFT wraps each parameter once per adapter
+                raise InputError(f"{where}: {owner_path}: two modules' factors both fit only {name}")
+            taken.add(name)
             param = params[found[name]]
             out.extend(_split(where, m, name, param, _transposed(model_type, name, param.shape)))
     return plain, out, unmatched
