@@ -56,8 +56,18 @@ def gpt_oss():
     return transformers.GptOssForCausalLM(cfg)
 
 
+def llama4():
+    """Experts stored (E, in, out) and used as ``x @ W[e]`` like gpt-oss, but not flagged
+    ``is_transposed``: PEFT reads gate_up_proj (3, 16, 24) as in = 24, out = 16."""
+    cfg = transformers.Llama4TextConfig(hidden_size=16, intermediate_size=12, intermediate_size_mlp=20,
+                                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                        vocab_size=40, num_local_experts=3, num_experts_per_tok=1,
+                                        interleave_moe_layer_step=1, moe_layers=[0, 1], no_rope_layers=[1, 1])
+    return transformers.Llama4ForCausalLM(cfg)
+
+
 MODELS = {"llama": llama, "gpt2": gpt2, "bert": bert_classifier, "qwen3_moe": qwen3_moe, "mixtral": mixtral,
-          "gpt_oss": gpt_oss}
+          "gpt_oss": gpt_oss, "llama4": llama4}
 
 
 @dataclass

@@ -112,21 +112,23 @@ def test_every_value_equals_peft_merge(make_adapter, name):
         assert source.rank_and_scale(tensor) == (A.shape[0] // experts, pytest.approx(scaling))
 
 
-def test_stored_3d_experts_match_reference_and_peft_merge(make_adapter):
-    """gpt-oss stores its experts as (E, in, out) tensors: expert e's slice ``name[e]`` changes by
-    ΔW_eᵀ and is measured per output channel (a stored column), gate/up interleaved."""
-    case = make_adapter("gpt_oss", r=2, lora_alpha=3, target_modules=["q_proj"], target_parameters=EXPERTS)
+@pytest.mark.parametrize("family,peft_reads", [("gpt_oss", "eio"), ("llama4", "eoi")])
+def test_stored_3d_experts_match_reference_and_peft_merge(make_adapter, family, peft_reads):
+    """gpt-oss and Llama 4 store their experts as (E, in, out) tensors used as ``x @ W[e]``: expert
+    e's slice ``name[e]`` is measured per output channel (a stored column). PEFT adds ΔW_eᵀ to
+    gpt-oss' (its experts say ``is_transposed``) but ΔW_e to Llama 4's, read as (E, out, in)."""
+    case = make_adapter(family, r=2, lora_alpha=3, target_modules=["q_proj"], target_parameters=EXPERTS)
     base = load_file(case.base / "model.safetensors")
     a = dora_diag.compare(case.base, case.adapter, split_fused=True).table.set_index(["tensor", "group"]).sort_index()
     for param, (A, B, scaling, experts) in case.param_factors.items():
         r = A.shape[0] // experts
-        delta = torch.einsum("ore,eri->eio", B.reshape(B.shape[0], r, experts),
+        delta = torch.einsum(f"ore,eri->{peft_reads}", B.reshape(B.shape[0], r, experts),
                              A.reshape(experts, r, A.shape[1])) * scaling
         for e in range(experts):
-            w0 = base[param][e].double().T
-            ref = reference_changes(w0, w0 + delta[e].T)
+            w0 = base[param][e].double()
+            ref = reference_changes(w0.T, (w0 + delta[e]).T)   # channels: stored columns
             row = a.loc[(f"{param}[{e}]", "")]
-            assert (row["expert"], row["rows"], row["cols"]) == (e, *w0.shape)
+            assert (row["expert"], row["rows"], row["cols"]) == (e, w0.shape[1], w0.shape[0])
             for col in ("delta_m", "delta_d"):
                 assert row[col] == pytest.approx(ref[col], rel=1e-5), (param, e, col)
     merged = dora_diag.compare(case.base, case.merged, split_fused=True).table.set_index(["tensor", "group"])

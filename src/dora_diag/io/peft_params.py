@@ -4,15 +4,18 @@ PEFT wraps each targeted parameter of a module in a ``ParamWrapper``; several on
 nest, so their factors are saved as ``M.lora_A.weight`` (outermost), ``M.base_layer.lora_A.weight``,
 ... with nothing in the file naming the parameter: it is found here as the one target of M whose
 shape the factors fit. For a parameter of shape (E, d1, d2) (``experts.gate_up_proj``) PEFT
-takes in, out = d2, d1 ((E, out, in), F.linear) or d1, d2 for experts used as ``x @ W[e]``
-(``architecture.orientation.stored_transposed``); A is (r·E, in) and B (out, r·E), expert e's
-ΔW_e = s·B_e @ A_e (``metrics.lowrank.expert_factors``). A 2-D parameter is (out, in), E = 1.
+takes in, out = d2, d1, or d1, d2 where the experts module says ``is_transposed``
+(``architecture.registry.experts_flagged_transposed``: gpt-oss, not Llama 4, although both are
+used as ``x @ W[e]``); A is (r·E, in) and B (out, r·E), expert e's ΔW_e = s·B_e @ A_e
+(``metrics.lowrank.expert_factors``), added to the stored [e] as (out, in). A 2-D parameter is
+(out, in), E = 1. Which axis is measured as channels is ``architecture.orientation``'s, as for
+every reader.
 
 Checkpoints that store the fused parameter as per-expert matrices
 (``architecture.experts.split_experts``) get one entry per expert and part, each with its
 rows of ΔW_e: rows, columns and ``expert`` exactly as the merged model's saved tensors. A base
 that stores the 3-D parameter itself gets one entry per expert slice ``name[e]`` (stored
-(out, in), or (in, out) = ΔW_eᵀ when transposed), measured like stored 3-D experts.
+(ΔW_e, or ΔW_eᵀ where PEFT reads (E, in, out)), measured like stored 3-D experts.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Callable
 
 from ..architecture import match_names
 from ..architecture.experts import split_experts
-from ..architecture.orientation import stored_transposed
+from ..architecture.registry import experts_flagged_transposed
 from ..errors import InputError, UnsupportedError
 from .peft_config import PeftConfig
 from .peft_keys import AdapterModule
@@ -51,7 +54,7 @@ class ParamTarget:
     base_name: str
     part: ExpertPart
     stacked: bool = False     # the base stores the 3-D parameter: ``part`` is its [expert] slice
-    transposed: bool = False  # that slice is (in, out): experts used as ``x @ W[e]``
+    transposed: bool = False  # PEFT reads the parameter as (E, in, out): the slice changes by ΔW_eᵀ
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def param_targets(where: str, config: PeftConfig, modules: dict[str, AdapterModu
                 raise InputError(f"{where}: {owner_path}: two modules' factors both fit only {name}")
             taken.add(name)
             param = params[found[name]]
-            out.extend(_split(where, m, name, param, _transposed(model_type, name, param.shape)))
+            out.extend(_split(where, m, name, param, _transposed(model_type, param.shape)))
     return plain, out, unmatched
 
 
@@ -126,9 +129,10 @@ def _parameters(base: dict[str, TensorInfo], model_type: str | None) -> dict[str
     return params
 
 
-def _transposed(model_type: str | None, name: str, shape: tuple[int, ...]) -> bool:
-    """A 3-D parameter's orientation as every reader has it; PEFT reads a 2-D one as (out, in) always."""
-    return len(shape) == 3 and stored_transposed(model_type, name, shape)
+def _transposed(model_type: str | None, shape: tuple[int, ...]) -> bool:
+    """Whether PEFT reads the 3-D parameter as (E, in, out): by the experts module's own flag, not by
+    how the forward uses it (``orientation``, which decides the measured axis); a 2-D one is (out, in)."""
+    return len(shape) == 3 and experts_flagged_transposed(model_type)
 
 
 def _in_out(shape: tuple[int, ...], transposed: bool) -> tuple[int, int, int]:
@@ -146,7 +150,7 @@ def _fitting(where: str, config: PeftConfig, m: AdapterModule, names: list[str],
     fits = []
     for name in names:
         shape = params[name].shape
-        experts, n_in, n_out = _in_out(shape, _transposed(model_type, name, shape))
+        experts, n_in, n_out = _in_out(shape, _transposed(model_type, shape))
         r = config.rank_and_scale(name)[0] * experts
         if tuple(A.shape) == (r, n_in) and tuple(B.shape) == (n_out, r):
             fits.append(name)
