@@ -193,7 +193,8 @@ def render(r: dict, command: str) -> str:
     lines += [
         "", f"Each row is the median of {len(w['walls'])} runs (all wall times: compare warm {w['walls']}, "
         f"cold {c['walls']}, naive {r['naive_warm']['walls']}). Start-up (`import dora_diag.cli.main`: "
-        f"Python, torch, pandas) takes {r['startup']['wall_s']:.2f} s of every run; the streaming rate below is "
+        f"Python, click and the CLI; `benchmarks/bench_startup.py` times a whole tiny compare) takes "
+        f"{r['startup']['wall_s']:.2f} s of every run; the streaming rate below is "
         f"the bytes over the JSON's `elapsed_s` (open, plan, stream, tabulate), without it.",
         "", "| target | measured | |", "|---|---|---|",
         f"| warm: >= 2 GB/s (streaming rate) | {r['pair_bytes'] / w['elapsed_s'] / GB:.2f} GB/s "

@@ -40,8 +40,7 @@ def pooled_stats(analysis, run: str) -> dict:
 
 
 def verdicts(analysis) -> list[dict]:
-    found = getattr(analysis, "verdicts", None)
-    return found if found is not None else analysis.meta.get("verdicts", [])
+    return [v.to_json() for v in analysis.verdicts]
 
 
 def decisions(base: str, runs: dict[str, str], trials: dict[str, dict] | None = None, **options) -> dict:

@@ -39,7 +39,7 @@ fig.write_html(work / "q_proj.html", include_plotlyjs=True)
 # %% The "will DoRA help?" check on the LoRA-like run.
 v = dora_diag.check(work / "base", work / "lora")
 for verdict in v.verdicts:
-    print(verdict["headline"], "-", verdict["reason"])
+    print(verdict.headline, "-", verdict.reason)
 
 # %% Everything the CLI writes.
 a.to_html(work / "report.html")

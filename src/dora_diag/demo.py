@@ -106,9 +106,9 @@ def module_r(analysis) -> dict[str, dict[str, tuple[float, int]]]:
     return out
 
 
-def attach_verdicts(analysis) -> None:
+def with_verdicts(analysis):
     """The report's verdict cards: the one place the demo asks for verdicts."""
-    analysis.verdicts = verdict(analysis)
+    return analysis.with_verdicts(verdict(analysis))
 
 
 def base_dir(cfg: DemoConfig, runs_dir: Path, seed: int) -> Path:
@@ -128,9 +128,9 @@ def demo_seed(cfg: DemoConfig, runs_dir: Path, seed: int, report: bool, progress
     analysis = compare(base_dir(cfg, runs_dir, seed), *(f"{METHOD_LABELS[m]}={c.out}" for m, c in configs.items()),
                        device="cpu", progress=compare_progress if report else None)
     if report:
-        attach_verdicts(analysis)
+        analysis = with_verdicts(analysis)
         if cfg.runs_dir is None:   # deleted after the demo: the report must not show its paths
-            analysis.meta["temporary_dirs"] = [str(runs_dir)]
+            analysis = analysis.with_meta(analysis.meta.with_temporary_dirs(str(runs_dir)))
         analysis.to_html(cfg.out)
     return configs, module_r(analysis)
 

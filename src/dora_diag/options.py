@@ -2,7 +2,7 @@
 
 Free of heavy imports (torch, pandas, plotly): the CLI builds its options from here, so
 ``dora-diag --help`` and usage errors answer at once; the library modules take their
-constants from here too.
+constants from here too. The training methods are one table of their own, ``dora_diag.methods``.
 """
 
 AXES = ("out", "in")
@@ -17,8 +17,6 @@ DEFAULT_BLOCK_BYTES = 2 << 20
 EXECUTORS = ("local", "ray")
 DEFAULT_TASK_BYTES = 256 << 20
 
-ADAPTER_METHODS = ("lora", "dora", "dora-frozen-magnitude", "dora-magnitude-only", "dvora")
-TRAIN_METHODS = ("ft", *ADAPTER_METHODS)
 QUANTIZE = ("nf4",)
 
 DEMO_STEPS = 200

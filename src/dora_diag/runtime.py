@@ -1,49 +1,91 @@
 """The process the library runs in: which device (``auto`` picks CUDA when torch sees a GPU),
 how many tensors stream at once with how many torch threads, and the allocator tuning that
 streaming needs. ``compare``, ``verify`` and Ray workers call ``tune_allocator`` themselves, so
-a notebook gets the same speed as the CLI."""
+a notebook gets the same speed as the CLI.
+
+Nothing here imports torch unless CUDA may be there to find (or torch is loaded already): a CPU
+comparison runs on numpy (``arrays``) and starts ~2 s sooner without it."""
 
 from __future__ import annotations
 
 import ctypes
+import glob
+import importlib.util
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
-
-import torch
 
 from .errors import InputError
 from .options import DEVICES
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+class Device(str):
+    """A resolved device name, ``"cpu"`` or ``"cuda[:N]"``: torch takes it wherever it takes a
+    device; ``type`` is its kind, as ``torch.device.type``."""
+
+    @property
+    def type(self) -> str:
+        return self.split(":")[0]
+
+
+def resolve_device(device: str = "auto") -> Device:
+    """The device ``device`` names (a name or a torch.device); ``auto`` is CUDA when torch sees a GPU."""
     name = str(device)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Device("cuda" if _cuda_available() else "cpu")
     if name.startswith("cuda"):
-        if not torch.cuda.is_available():
+        if not _cuda_available():
             raise InputError(f"device {name!r}: torch sees no CUDA device on this machine")
-        return torch.device(name)
+        return Device(name)
     if name == "cpu":
-        return torch.device("cpu")
+        return Device("cpu")
     raise InputError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
+
+
+def _cuda_available() -> bool:
+    """torch.cuda.is_available(), without importing torch where it cannot be true: torch is
+    not installed, or on Linux no GPU device node exists (NVIDIA's /dev/nvidia*, ROCm's /dev/kfd,
+    WSL's /dev/dxg), which CUDA and ROCm need."""
+    if "torch" not in sys.modules:
+        if importlib.util.find_spec("torch") is None:
+            return False
+        if sys.platform.startswith("linux") and not any(glob.glob(p) for p in ("/dev/nvidia[0-9]*", "/dev/kfd",
+                                                                                   "/dev/dxg")):
+            return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # More tensors at once only pay while each keeps a core busy; past 4 the reads contend.
 MAX_CPU_STREAMS = 4
 
 
-def cpu_streams(device: torch.device) -> int:
+def cpu_streams(device: str) -> int:
     """How many tensors to stream at once: on CPU one per core (up to ``MAX_CPU_STREAMS``), each
     with single-threaded torch ops. Measured on 2 cores (benchmarks/): 2 streams x 1 thread run
     ~6% faster warm and ~1.6x faster cold than 1 stream x 2 threads, whose per-block ops are too
     small to split well and which leaves the disk one request at a time. A GPU gets one."""
-    return 1 if device.type != "cpu" else max(1, min(MAX_CPU_STREAMS, torch.get_num_threads()))
+    return 1 if Device(device).type != "cpu" else max(1, min(MAX_CPU_STREAMS, cpu_threads()))
+
+
+def cpu_threads() -> int:
+    """torch's intra-op thread count where torch is loaded, else the cores this process may
+    run on (what torch would start with)."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` for the block, then restored."""
+    """torch's intra-op thread count set to ``n`` for the block, then restored (nothing to do
+    where torch is not loaded: the numpy engine runs one thread per stream)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, n))
     try:

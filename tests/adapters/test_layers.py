@@ -14,10 +14,11 @@ from transformers.pytorch_utils import Conv1D
 from dora_diag.errors import InputError
 from dora_diag.adapters.inject import (AdapterConfig, adapter_layers, apply_adapters, find_targets, merge_adapters,
                                     param_groups)
-from dora_diag.adapters.layers import DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear
+from dora_diag.adapters.dvora import DVoraLinear
+from dora_diag.adapters.layers import DoraLinear, LoraLinear, MagnitudeOnlyLinear
 from dora_diag.adapters.norms import NORM_EPS, factored_row_norm, squared_row_norms
+from dora_diag.methods import ADAPTER_METHODS as METHODS
 
-METHODS = ("lora", "dora", "dora-frozen-magnitude", "dora-magnitude-only", "dvora")
 
 
 class Block(nn.Module):

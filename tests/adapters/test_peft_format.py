@@ -13,8 +13,10 @@ from safetensors import safe_open
 from tiny_peft import MODELS
 
 from dora_diag.errors import InputError, UnsupportedError
+from dora_diag.methods import ADAPTER_METHODS
 from dora_diag.adapters.inject import AdapterConfig, adapter_layers, apply_adapters
-from dora_diag.adapters.layers import DVoraLinear, MagnitudeOnlyLinear
+from dora_diag.adapters.dvora import DVoraLinear
+from dora_diag.adapters.layers import MagnitudeOnlyLinear
 from dora_diag.adapters.peft_format import load_peft_adapter, save_peft_adapter
 
 IDS = torch.randint(0, 96, (2, 6), generator=torch.Generator().manual_seed(0))
@@ -44,11 +46,15 @@ def _trained(arch, cfg):
 
 CASES = {
     "dora": ("llama", AdapterConfig(method="dora", rank=4, alpha=8, targets=("q_proj", "v_proj"))),
+    "lora": ("gpt2", AdapterConfig(method="lora", rank=3, alpha=5, targets=("c_attn", "c_proj"))),
     "lora-rslora": ("llama", AdapterConfig(method="lora", rank=4, alpha=8, use_rslora=True, targets=("q_proj",))),
     "dora-gpt2": ("gpt2", AdapterConfig(method="dora", rank=2, alpha=4, targets=("c_attn", "c_fc"))),
     "frozen-magnitude": ("llama", AdapterConfig(method="dora-frozen-magnitude", rank=4, targets=("o_proj",))),
     "magnitude-only": ("llama", AdapterConfig(method="dora-magnitude-only", rank=4, targets=("q_proj", "k_proj"),
                                               magnitude_only=("gate_proj", "up_proj", "down_proj"))),
+    # magnitude-only patterns that match nothing: loading must not make every module magnitude-only
+    "magnitude-only-none": ("llama", AdapterConfig(method="dora-magnitude-only", rank=2, targets=("q_proj",),
+                                                   magnitude_only=("no_such_module",))),
     "dvora": ("llama", AdapterConfig(method="dvora", rank=8, alpha=8, targets=("q_proj", "v_proj", "down_proj"))),
     "dvora-gpt2-rslora": ("gpt2", AdapterConfig(method="dvora", rank=4, alpha=3, use_rslora=True,
                                                 targets=("c_attn", "c_proj"))),
@@ -77,6 +83,11 @@ def test_ours_loads_in_peft_and_back(case, tmp_path):
             if pa.requires_grad:
                 torch.testing.assert_close(pb, pa, rtol=1e-5, atol=1e-6, msg=f"{name}.{pname}")
     assert all(p.requires_grad == q.requires_grad for p, q in zip(ours.parameters(), again.parameters()))
+
+
+def test_every_table_method_has_a_round_trip_case():
+    """test_ours_loads_in_peft_and_back covers each row of the methods table: a new method needs a case."""
+    assert {cfg.method for _, cfg in CASES.values()} == set(ADAPTER_METHODS)
 
 
 def test_file_layout_matches_peft_save_pretrained(tmp_path):
@@ -152,6 +163,14 @@ def test_exported_variants_are_plain_peft_factors(tmp_path):
     assert isinstance(ours.model.layers[0].mlp.up_proj, MagnitudeOnlyLinear)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["target_modules"] == \
         ["down_proj", "gate_proj", "k_proj", "q_proj", "up_proj"]
+
+
+def test_loading_into_an_adapted_model_refused(tmp_path):
+    arch, cfg = CASES["dora"]
+    base, ours = _trained(arch, cfg)
+    save_peft_adapter(ours, cfg, tmp_path)
+    with pytest.raises(InputError, match="already has adapters"):
+        load_peft_adapter(ours, tmp_path)
 
 
 def test_tampered_dvora_factors_refused(tmp_path):

@@ -79,8 +79,8 @@ def test_llama_run_matches_reference_and_reads_base_once(llama_run):
     check_against_reference(a, base, {f"checkpoint-{s}": run / f"checkpoint-{s}" for s in (10, 20, 30)})
     # Base tensors are read once for all three checkpoints.
     base_bytes = sum(open_checkpoint(base).tensors[n].nbytes for n in set(t["tensor"]))
-    assert a.meta["bytes_read"] == base_bytes * 4
-    assert any("layernorm" in s["tensor"] and "1-D" in s["reason"] for s in a.meta["skipped"])
+    assert a.meta.bytes_read == base_bytes * 4
+    assert any("layernorm" in s["tensor"] and "1-D" in s["reason"] for s in a.meta.skipped)
     stats = a.stats("module")
     q = stats[(stats["module"] == "q_proj")].iloc[0]
     assert q["n"] == 9 and -1 <= q["pearson_r"] <= 1
@@ -107,7 +107,7 @@ def test_concurrent_streams_do_not_change_results(llama_run, monkeypatch):
         results[streams] = a
         assert torch.get_num_threads() == threads   # restored
     pd.testing.assert_frame_equal(results[1].table, results[3].table)
-    assert results[1].meta["bytes_read"] == results[3].meta["bytes_read"]
+    assert results[1].meta.bytes_read == results[3].meta.bytes_read
 
 
 def test_streams_larger_than_memory_drop_what_they_read(llama_run, monkeypatch):
@@ -128,7 +128,7 @@ def test_streams_larger_than_memory_drop_what_they_read(llama_run, monkeypatch):
     monkeypatch.setattr(compare_mod, "available_memory", lambda: 1000)
     a = dora_diag.compare(base, run)
     pd.testing.assert_frame_equal(a.table, kept)
-    assert sum(dropped) == a.meta["bytes_read"]
+    assert sum(dropped) == a.meta.bytes_read
 
 
 def test_gpt2_conv1d_is_measured_per_output_channel(tmp_path):
@@ -167,7 +167,7 @@ def test_bert_task_model_matches_bare_base_and_lists_the_head(tmp_path):
     a = dora_diag.compare(tmp_path / "base", tmp_path / "clf")
     assert "encoder.layer.0.attention.self.query.weight" in set(a.table["tensor"])
     assert {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"} <= set(a.table["module"])
-    assert any(u["tensor"] == "classifier.weight" and u["side"] == "finetuned" for u in a.meta["unmatched"])
+    assert any(u["tensor"] == "classifier.weight" and u["side"] == "finetuned" for u in a.meta.unmatched)
 
 
 def test_input_axis(make_pair):
@@ -177,7 +177,7 @@ def test_input_axis(make_pair):
     row = a.table[a.table["tensor"] == name].iloc[0]
     ref = reference_changes(base[name].T, ft[name].T)
     assert row["delta_d"] == pytest.approx(ref["delta_d"], rel=1e-4)
-    assert a.meta["axis"] == "in"
+    assert a.meta.axis == "in"
 
 
 def test_resized_vocabulary_compares_shared_rows(tmp_path):
@@ -245,19 +245,19 @@ def test_json_records_the_lycoris_dora_axis(tmp_path, wd_on_output, axes):
 
     kwargs = {} if wd_on_output is None else {"dora_wd": True, "wd_on_output": wd_on_output}
     case = make_case(tmp_path, **kwargs)
-    (ckpt,) = dora_diag.compare(case.base, case.adapter).meta["runs"][0]["checkpoints"]
-    assert ckpt.get("magnitude_axes") == axes and ckpt["kind"] == ("lora" if axes is None else "dora")
-    assert "magnitude_axes" not in dora_diag.compare(case.base, case.merged).meta["runs"][0]["checkpoints"][0]
+    (ckpt,) = dora_diag.compare(case.base, case.adapter).meta.runs[0].checkpoints
+    assert ckpt.to_json().get("magnitude_axes") == axes and ckpt.kind == ("lora" if axes is None else "dora")
+    assert "magnitude_axes" not in dora_diag.compare(case.base, case.merged).meta.runs[0].checkpoints[0].to_json()
 
 
 def test_identical_and_swapped_inputs_are_named(make_pair, tmp_path):
     b, f, _, _ = make_pair()
     same = dora_diag.compare(b, b)
-    assert any("equals the base exactly" in w and "given twice" in w for w in same.meta["warnings"])
-    assert not any("equals the base" in w for w in dora_diag.compare(b, f).meta["warnings"])
+    assert any("equals the base exactly" in w and "given twice" in w for w in same.meta.warnings)
+    assert not any("equals the base" in w for w in dora_diag.compare(b, f).meta.warnings)
     (f / "trainer_state.json").write_text('{"global_step": 10}')
     swapped = dora_diag.compare(f, b)
-    assert any("are BASE and the fine-tuned run swapped?" in w for w in swapped.meta["warnings"])
+    assert any("are BASE and the fine-tuned run swapped?" in w for w in swapped.meta.warnings)
 
 
 def test_an_adapter_given_as_base_says_what_base_is(tmp_path):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dora_diag.analysis import coupling
-from dora_diag.analysis.stats import fit, make_cube, module_stats
+from dora_diag.analysis.stats import fit, fit_points, make_cube, module_stats
 from dora_diag.analysis.table import build_table
 
 
@@ -34,7 +34,7 @@ def _table(f, layers, ckpts, modules=("q_proj",), seed=0) -> pd.DataFrame:
 
 
 def _pooled(table: pd.DataFrame) -> pd.Series:
-    s = module_stats(table, {"R": "lora"}, ["R"])
+    s = module_stats(fit_points(table), {"R": "lora"}, ["R"])
     return s[s["module"] == "(pooled)"].iloc[0]
 
 
@@ -95,7 +95,8 @@ def test_permuted_statistics_match_the_reference_on_reordered_data(drop_cell):
     cube = make_cube(t)
     orders = np.array([[1, 0, 2, 3, 5, 4], [5, 4, 3, 2, 1, 0]])
     for kind in coupling.KINDS:
-        got = coupling._permuted_r(cube, orders, kind)
+        z = coupling._standardized(cube)
+        got = coupling._r_from_sums(coupling._permuted_sums(z, orders), kind, z.shape)
         for order, value in zip(orders, got):
             dm = {(layer, c, m): v for layer, c, m, v in zip(t["layer"], t["checkpoint"], t["module"], t["delta_m"])}
             moved = t.assign(delta_m=[dm.get((order[layer], c, m), np.nan)

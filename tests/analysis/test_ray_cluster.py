@@ -81,11 +81,11 @@ def test_outputs_identical_to_local_and_tasks_on_both_nodes(faults, sweep):
     distributed = _compare(sweep, executor="ray", task_bytes=2048)
     assert distributed.to_csv() == local.to_csv()
     assert _json(distributed) == _json(local)
-    info = distributed.meta["executor"]
+    info = distributed.meta.executor
     assert info["kind"] == "ray" and info["nodes"] == 2 and info["retries"] == 0
     assert info["tasks"] > len(local.table["tensor"].unique())   # tensors were split into row ranges
-    assert info["nodes_used"] == 2 and sum(info["bytes_per_node"].values()) == distributed.meta["bytes_read"]
-    assert local.meta["executor"] == {"kind": "local"}
+    assert info["nodes_used"] == 2 and sum(info["bytes_per_node"].values()) == distributed.meta.bytes_read
+    assert local.meta.executor == {"kind": "local"}
 
 
 @pytest.mark.slow
@@ -93,7 +93,7 @@ def test_axis_in_runs_whole_tensors_and_matches(faults, sweep):
     local = _compare(sweep, axis="in")
     distributed = _compare(sweep, axis="in", executor="ray", task_bytes=2048)
     assert distributed.to_csv() == local.to_csv()
-    assert distributed.meta["executor"]["tasks"] == len(local.table["tensor"].unique())
+    assert distributed.meta.executor["tasks"] == len(local.table["tensor"].unique())
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def test_a_worker_killed_mid_task_is_retried(faults, sweep):
     (faults / "ARMED").touch()
     distributed = _compare(sweep, executor="ray", task_bytes=2048)
     assert (faults / "FIRED").exists() and not (faults / "ARMED").exists()
-    assert distributed.meta["executor"]["retries"] == 1
+    assert distributed.meta.executor["retries"] == 1
     assert distributed.to_csv() == local.to_csv() and _json(distributed) == _json(local)
 
 
@@ -122,7 +122,7 @@ def test_a_node_removed_mid_task_is_retried(cluster, faults, sweep):
         cluster.remove_node(node)
         distributed = running.result(timeout=60)
     (faults / "HELD").unlink()
-    assert distributed.meta["executor"]["retries"] == 1
+    assert distributed.meta.executor["retries"] == 1
     assert distributed.to_csv() == local.to_csv() and _json(distributed) == _json(local)
 
 
@@ -155,7 +155,7 @@ def test_ctrl_c_cancels_the_tasks(faults, sweep):
     with pytest.raises(KeyboardInterrupt):
         _compare(sweep, executor="ray", task_bytes=2048, progress=Interrupt())
     again = _compare(sweep, executor="ray", task_bytes=2048)   # the cluster is free for the next run
-    assert again.meta["executor"]["retries"] == 0
+    assert again.meta.executor["retries"] == 0
 
 
 def test_cuda_on_a_cluster_without_gpus_is_refused(faults, sweep):
@@ -180,6 +180,6 @@ def test_verify_records_identical_to_local(faults, tmp_path):
         local = dora_diag.verify(case.base, merged, case.adapter)
         distributed = dora_diag.verify(case.base, merged, case.adapter, executor="ray")
         assert distributed.to_dict() | {"executor": None} == local.to_dict() | {"executor": None}
-        assert distributed.meta["executor"]["tasks"] == sum(r["status"] not in ("skipped", "extra") for r in
+        assert distributed.meta.executor["tasks"] == sum(r["status"] not in ("skipped", "extra") for r in
                                                             local.records if r["tensor"] in load_file(case.base))
     assert not local.ok and any(name in p for p in local.problems)

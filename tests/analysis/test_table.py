@@ -39,7 +39,7 @@ def test_untrained_adapter_is_flagged_and_warned(tmp_path, use_dora):
     a = compare(base, adapter)
     assert len(a.table) == 4 and (a.table["flags"] == ZERO_CHANGE).all()
     assert (a.table["delta_m"] == 0).all() and (a.table["delta_d"] == 0).all()
-    (line,) = [w for w in a.meta["warnings"] if ZERO_CHANGE in w]
+    (line,) = [w for w in a.meta.warnings if ZERO_CHANGE in w]
     assert line.startswith("adapter: 4 adapted tensor(s) in 1 checkpoint(s) are exactly the base")
 
 
@@ -61,8 +61,8 @@ def test_full_checkpoint_equal_to_base_is_not_flagged(tmp_path):
 def test_verdict_of_an_adapter_that_changes_nothing(tmp_path):
     base, run = save_lora_run(tmp_path, layers=6, steps=(5,))
     trained = check(base, f"trained={run}").verdicts[0]
-    assert trained["headline"] != UNCHANGED_HEADLINE
+    assert trained.headline != UNCHANGED_HEADLINE
     _, adapter = _adapter(tmp_path / "zero", use_dora=False)
     v = check(tmp_path / "zero" / "base", f"zero={adapter}").verdicts[0]
-    assert v["decision"] == "inconclusive" and v["decided_by"] == "none" and v["headline"] == UNCHANGED_HEADLINE
-    assert ZERO_CHANGE in v["reason"]
+    assert v.decision == "inconclusive" and v.decided_by == "none" and v.headline == UNCHANGED_HEADLINE
+    assert ZERO_CHANGE in v.reason

@@ -17,6 +17,7 @@ from dora_diag.analysis.table import build_table
 from dora_diag.analysis.verdict import decide, judge_trial, verdict
 from dora_diag.errors import InputError
 from dora_diag.io.method import LORA_FAMILY, METHODS
+from dora_diag.records import Meta
 
 TH = {"min_r": 0.3, "alpha": 0.05, "min_units": 6}
 
@@ -39,7 +40,7 @@ def _analysis(runs: dict[str, tuple[str, object]], layers: int = 10, ckpts: int 
     rows = [r for i, (label, (_, f)) in enumerate(runs.items()) for r in _rows(label, f, layers, ckpts, seed=i)]
     methods = {label: m for label, (m, _) in runs.items()}
     meta = {"runs": [{"label": label, "path": label, "method": m, "checkpoints": []} for label, m in methods.items()]}
-    return Analysis(build_table(rows, methods), meta)
+    return Analysis(build_table(rows, methods), Meta.from_json(meta))
 
 
 def coupled(g, layer, c):
@@ -58,54 +59,54 @@ def step_trend_only(g, layer, c):
 
 def test_coupled_lora_run_says_dora_likely_helps():
     (v,) = verdict(_analysis({"LoRA": ("lora", coupled)}))
-    assert v["decision"] == "dora_likely_helps" and v["decided_by"] == "heuristic" and v["method"] == "lora"
-    assert v["headline"].startswith("The coupling heuristic says DoRA may help (unproven") and v["statistic"] == "partial_r"
-    assert "not shown to predict" in v["note"] and "reports/verdict-calibration.md" in v["note"]
-    assert v["pooled"]["units"] == 10 and v["pooled"]["n"] == 60 and v["pooled"]["partial_r"] > 0.8
-    assert v["pooled"]["partial_p"] < 0.05 and "layer" in v["ci_method"] and "layer" in v["p_method"]
-    assert {m["module"] for m in v["modules"]} == {"q_proj", "v_proj"}
-    assert v["relative"] == [] and v["trial"] is None
+    assert v.decision == "dora_likely_helps" and v.decided_by == "heuristic" and v.method == "lora"
+    assert v.headline.startswith("The coupling heuristic says DoRA may help (unproven") and v.statistic == "partial_r"
+    assert "not shown to predict" in v.note and "reports/verdict-calibration.md" in v.note
+    assert v.pooled["units"] == 10 and v.pooled["n"] == 60 and v.pooled["partial_r"] > 0.8
+    assert v.pooled["partial_p"] < 0.05 and "layer" in v.ci_method and "layer" in v.p_method
+    assert {m["module"] for m in v.modules} == {"q_proj", "v_proj"}
+    assert v.relative == () and v.trial is None
 
 
 def test_decoupled_lora_run_is_marginal():
     (v,) = verdict(_analysis({"LoRA": ("rslora", apart)}))
-    assert v["decision"] == "marginal" and v["pooled"]["partial_r"] < -0.8 and "marginal" in v["headline"]
+    assert v.decision == "marginal" and v.pooled["partial_r"] < -0.8 and "marginal" in v.headline
 
 
 def test_shared_step_trend_is_not_evidence():
     """The paper's r is ~+1 from the step trend alone; the decision statistic is not fooled."""
     (v,) = verdict(_analysis({"LoRA": ("lora", step_trend_only)}, layers=12, ckpts=5))
-    assert v["pooled"]["pearson_r"] > 0.9 and v["pooled"]["naive_p"] < 1e-10
-    assert v["decision"] == "inconclusive" and "not distinguishable from no coupling" in v["reason"]
+    assert v.pooled["pearson_r"] > 0.9 and v.pooled["naive_p"] < 1e-10
+    assert v.decision == "inconclusive" and "not distinguishable from no coupling" in v.reason
 
 
 def test_too_few_layers_is_inconclusive_however_many_points():
     (v,) = verdict(_analysis({"LoRA": ("lora", coupled)}, layers=4, ckpts=20))
-    assert v["pooled"]["n"] == 160 and v["pooled"]["units"] == 4
-    assert v["decision"] == "inconclusive" and "too few layers: 4 independent layers < 6" in v["reason"]
+    assert v.pooled["n"] == 160 and v.pooled["units"] == 4
+    assert v.decision == "inconclusive" and "too few layers: 4 independent layers < 6" in v.reason
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in LORA_FAMILY])
 @pytest.mark.parametrize("pattern", [coupled, apart])
 def test_full_and_dora_runs_never_get_advice(method, pattern):
     (v,) = verdict(_analysis({"R": (method, pattern)}))
-    assert v["decision"] == "not_applicable" and v["decided_by"] == "none"
-    assert "DoRA likely helps" not in v["headline"] and "marginal" not in v["headline"]
+    assert v.decision == "not_applicable" and v.decided_by == "none"
+    assert "DoRA likely helps" not in v.headline and "marginal" not in v.headline
     word = "together" if pattern is coupled else "apart"
-    assert word in v["headline"]
+    assert word in v.headline
 
 
 def test_relative_evidence_against_ft_and_dora_runs():
     a = _analysis({"LoRA": ("lora", coupled), "FT": ("ft", apart), "DoRA": ("dora", apart)})
     lora, ft, dora = verdict(a)
-    assert [r["versus"] for r in lora["relative"]] == ["FT", "DoRA"]
-    rel = lora["relative"][0]
+    assert [r["versus"] for r in lora.relative] == ["FT", "DoRA"]
+    rel = lora.relative[0]
     assert rel["method"] == "ft" and rel["units"] == 10 and rel["statistic"] == "partial_r"
     assert rel["difference"] == pytest.approx(rel["value"] - rel["reference"])
-    assert rel["value"] == pytest.approx(lora["pooled"]["partial_r"]) and rel["reference"] == pytest.approx(
-        ft["pooled"]["partial_r"])
-    assert rel["ci_low"] > 1.0 and "LoRA couples more than FT (full fine-tuning)" in lora["reason"]
-    assert ft["relative"] == [] and dora["decision"] == "not_applicable"
+    assert rel["value"] == pytest.approx(lora.pooled["partial_r"]) and rel["reference"] == pytest.approx(
+        ft.pooled["partial_r"])
+    assert rel["ci_low"] > 1.0 and "LoRA couples more than FT (full fine-tuning)" in lora.reason
+    assert ft.relative == () and dora.decision == "not_applicable"
 
 
 def _trial(per_seed, steps=50):
@@ -127,10 +128,10 @@ def test_trial_judged_by_its_interval(per_seed, decision):
 def test_trial_decides_when_conclusive_and_heuristic_stays_otherwise():
     a = _analysis({"LoRA": ("lora", coupled)})
     (v,) = verdict(a, trials={"LoRA": _trial([0.2, 0.21, 0.19])})
-    assert v["decision"] == "marginal" and v["decided_by"] == "trial"
-    assert v["headline"].startswith("DoRA did not help in the matched trial") and v["trial"]["settings"]["steps"] == 50
+    assert v.decision == "marginal" and v.decided_by == "trial"
+    assert v.headline.startswith("DoRA did not help in the matched trial") and v.trial["settings"]["steps"] == 50
     (v,) = verdict(a, trials={"LoRA": _trial([-0.1, 0.1])})
-    assert v["decision"] == "dora_likely_helps" and v["decided_by"] == "heuristic" and "within seed noise" in v["reason"]
+    assert v.decision == "dora_likely_helps" and v.decided_by == "heuristic" and "within seed noise" in v.reason
 
 
 @pytest.mark.parametrize("kwargs", [{"min_r": 1.5}, {"alpha": 0}, {"min_units": 2}])
@@ -193,11 +194,11 @@ def test_check_json_carries_the_decision_fields(tmp_path):
     _, dora = save_lora_run(tmp_path / "dora", layers=6, use_dora=True)
     a = dora_diag.check(base, f"LoRA={run}", f"DoRA={dora}")
     lora_v, dora_v = a.verdicts
-    assert lora_v["method"] == "lora" and dora_v["method"] == "dora" and dora_v["decision"] == "not_applicable"
-    assert lora_v["pooled"]["units"] == 6 and lora_v["pooled"]["n"] == 36
-    assert [r["versus"] for r in lora_v["relative"]] == ["DoRA"]
+    assert lora_v.method == "lora" and dora_v.method == "dora" and dora_v.decision == "not_applicable"
+    assert lora_v.pooled["units"] == 6 and lora_v.pooled["n"] == 36
+    assert [r["versus"] for r in lora_v.relative] == ["DoRA"]
     doc = json.loads(a.to_json())
-    assert [v["decision"] for v in doc["verdicts"]] == [lora_v["decision"], "not_applicable"]
+    assert [v["decision"] for v in doc["verdicts"]] == [lora_v.decision, "not_applicable"]
     assert doc["runs"][0]["method"] == "lora" and doc["runs"][0]["method_evidence"] == "adapter_config.json and weights"
     row = doc["stats"]["by_module"][0]
     for key in ("method", "pearson_r", "within_checkpoint_r", "partial_r", "ci_method", "p_method", "units",

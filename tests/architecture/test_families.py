@@ -62,7 +62,7 @@ def test_family_measured_on_the_right_axis(family, tmp_path):
     assert len(set(places)) == len(places), "two tensors share (stack, layer, module, expert)"
     w0, w1 = _stored(base), _stored(ft)
     measured = set(t["tensor"])
-    listed = {s["tensor"] for s in a.meta["skipped"]}
+    listed = {s["tensor"] for s in a.meta.skipped}
     for name, w in w0.items():
         if w.dim() >= 2 and w.is_floating_point():
             assert name in measured or name in listed, name

@@ -50,7 +50,7 @@ def test_adapter_on_renamed_modules_matches_merge(vit_case, monkeypatch, source)
     tm = m.table.set_index("tensor").loc[ta["tensor"]].reset_index()
     for col in ("delta_m", "delta_d", "rel_delta_m"):
         np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
-    assert not a.meta["unmatched"]
+    assert not a.meta.unmatched
 
 
 def test_adapter_not_found_in_the_base_is_an_error(vit_case, monkeypatch, capsys):
@@ -62,7 +62,7 @@ def test_adapter_not_found_in_the_base_is_an_error(vit_case, monkeypatch, capsys
     assert_one_line_error(code, err, "4 more")
     a = dora_diag.compare(vit_case / "base", vit_case / "adapter", allow_partial=True)
     assert list(a.table["tensor"]) == ["classifier.weight"]
-    assert sum(u["side"] == "finetuned" for u in a.meta["unmatched"]) == 6
+    assert sum(u["side"] == "finetuned" for u in a.meta.unmatched) == 6
     code, _, err = call(capsys, "compare", "--allow-partial", str(vit_case / "base"), str(vit_case / "adapter"))
     assert code == 0 and "6 only in the fine-tuned checkpoint" in err
 

@@ -73,3 +73,31 @@ def test_help_and_version():
     assert code == 0 and "--split-fused" in out and "[LABEL=]FINETUNED" in out
     code, out, _ = run_cli("--version")
     assert code == 0 and "dora-diag" in out
+
+
+def test_compare_out_and_json_compute_each_fit_once(make_pair, tmp_path, capsys, monkeypatch):
+    """The summary, the JSON and the HTML report read one computation: one layer-level estimate
+    per (run, module type) row, one naive fit per module and layer row, the fit points filtered once."""
+    from dora_diag.analysis import analysis, coupling, stats
+
+    calls = {"estimate_all": 0, "fit": 0, "fit_points": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(coupling, "estimate_all")
+    counted(stats, "fit")
+    counted(analysis, "fit_points")
+    b, f, _, _ = make_pair(layers=4)
+    js, html = tmp_path / "s.json", tmp_path / "r.html"
+    code, _, err = call(capsys, "compare", str(b), f"FT={f}", "--out", str(html), "--json", str(js))
+    assert code == 0, err
+    doc = json.loads(js.read_text())
+    by_module, by_layer = doc["stats"]["by_module"], doc["stats"]["by_layer"]
+    assert len(by_module) == 3 and len(by_layer) == 4 and all(r["units"] == 4 for r in by_module)
+    assert calls == {"estimate_all": len(by_module), "fit": len(by_module) + len(by_layer), "fit_points": 1}

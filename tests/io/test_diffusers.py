@@ -36,7 +36,7 @@ def _assert_same_changes(base, adapter, merged) -> dora_diag.Analysis:
 def test_diffusers_lora_matches_diffusers_fuse(tmp_path, use_dora):
     case = make_case(tmp_path, use_dora=use_dora)
     a = _assert_same_changes(case.base, case.lora, case.merged)
-    assert {c["kind"] for r in a.meta["runs"] for c in r["checkpoints"]} == {"dora" if use_dora else "lora"}
+    assert {c.kind for r in a.meta.runs for c in r.checkpoints} == {"dora" if use_dora else "lora"}
     components = {t.split(".")[0] for t in a.table["tensor"]}
     assert components == {"unet", "text_encoder"}
 
@@ -79,7 +79,7 @@ def test_kohya_file_on_a_pipeline_matches_lycoris_merge(tmp_path, kwargs):
     pytest.importorskip("lycoris")
     case = make_kohya_case(tmp_path, **kwargs)
     a = _assert_same_changes(case.base, case.lora, case.merged)
-    assert not a.meta["skipped"] or all("run" not in s for s in a.meta["skipped"])
+    assert not a.meta.skipped or all("run" not in s for s in a.meta.skipped)
 
 
 @pytest.mark.parametrize("metadata, message", [("{not json", "not valid JSON"), ("[1]", "not a JSON object"),

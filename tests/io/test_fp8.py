@@ -94,11 +94,11 @@ def test_compare_dequantizes_base_and_fine_tuned(tmp_path):
             ref = reference_changes(refs[layer][0], refs[layer][which])
             assert row["delta_m"] == pytest.approx(ref["delta_m"], rel=1e-5)
             assert row["delta_d"] == pytest.approx(ref["delta_d"], rel=1e-4)
-    reasons = {s["tensor"]: s["reason"] for s in a.meta["skipped"]}
+    reasons = {s["tensor"]: s["reason"] for s in a.meta.skipped}
     assert reasons[Q.format(0) + "_scale_inv"] == "fp8 scale (applied to its weight)"
-    assert a.meta["unmatched"] == []
-    assert not any("fp8" in w for w in a.meta["warnings"])
-    assert "NaN" not in json.dumps(a.meta)
+    assert list(a.meta.unmatched) == []
+    assert not any("fp8" in w for w in a.meta.warnings)
+    assert "NaN" not in json.dumps(a.meta.to_json())
 
 
 def test_unknown_scale_layout_compares_raw_values_with_a_warning(tmp_path):
@@ -109,6 +109,6 @@ def test_unknown_scale_layout_compares_raw_values_with_a_warning(tmp_path):
     b = write_checkpoint(tmp_path / "b", base, FP8_CONFIG)
     f = write_checkpoint(tmp_path / "f", ft, {"model_type": "llama"})
     a = dora_diag.compare(b, f)
-    assert any("layout not understood" in w and Q.format(0) in w for w in a.meta["warnings"])
+    assert any("layout not understood" in w and Q.format(0) in w for w in a.meta.warnings)
     ref = reference_changes(q.float(), ft[Q.format(0)].float())
     assert a.table.iloc[0]["delta_d"] == pytest.approx(ref["delta_d"], rel=1e-4)

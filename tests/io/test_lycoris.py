@@ -108,7 +108,7 @@ def test_other_algorithms_and_unknown_names_are_skipped(tmp_path):
     assert "LoHa is not supported" in reasons["layers.0.v_proj.weight"]
     assert "no base tensor of this name" in reasons["lycoris_not_in_base"]
     assert "layers.0.v_proj.weight" not in source.infos()
-    warnings = dora_diag.compare(case.base, case.adapter).meta["warnings"]
+    warnings = dora_diag.compare(case.base, case.adapter).meta.warnings
     assert any("2 tensor(s) not compared" in w for w in warnings)
 
 

@@ -50,7 +50,7 @@ def test_trained_runs_carry_their_method(base_dir, tmp_path, method):
     finally:
         torch.set_num_threads(threads)
     a = dora_diag.compare(base_dir, f"R={run}")
-    (meta,) = a.meta["runs"]
-    assert meta["method"] == method and meta["method_evidence"] == "train_config.json"
-    assert {c["method"] for c in meta["checkpoints"]} == {method}   # the weights say so too
+    (meta,) = a.meta.runs
+    assert meta.method == method and meta.method_evidence == "train_config.json"
+    assert {c.method for c in meta.checkpoints} == {method}   # the weights say so too
     assert set(a.table["method"]) == {method} and set(a.stats("module")["method"]) == {method}

@@ -59,7 +59,7 @@ def test_matches_peft_merge_and_unload(make_adapter, name):
     assert len(changed) == len(ta) > 0
     for col in ("delta_m", "delta_d", "rel_delta_m"):
         np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
-    assert {c["kind"] for r in a.meta["runs"] for c in r["checkpoints"]} == {"dora" if kwargs.get("use_dora") else "lora"}
+    assert {c.kind for r in a.meta.runs for c in r.checkpoints} == {"dora" if kwargs.get("use_dora") else "lora"}
 
 
 @pytest.mark.parametrize("name", ["dora", "gpt2_conv1d_dora", "rslora_patterns"])
@@ -89,8 +89,8 @@ def test_reads_only_targeted_tensors(make_adapter):
     base = open_checkpoint(case.base)
     targeted = sum(i.nbytes for n, i in base.tensors.items() if "q_proj" in n or "v_proj" in n)
     adapter_bytes = sum(i.nbytes for i in _adapter_header(case.adapter).values())
-    assert a.meta["bytes_read"] == targeted + adapter_bytes
-    assert a.meta["bytes_read"] < base.nbytes / 4
+    assert a.meta.bytes_read == targeted + adapter_bytes
+    assert a.meta.bytes_read < base.nbytes / 4
 
 
 def _adapter_header(directory):

@@ -85,7 +85,7 @@ def test_experts_match_fp64_reference_and_peft_merge(make_adapter, name):
     # each factor is read once, though every expert and part of a module uses it
     adapter_bytes = sum(i.nbytes for i in read_header(str(case.adapter / "adapter_model.safetensors"))[0].values())
     base = open_checkpoint(case.base).tensors
-    assert a.meta["bytes_read"] == sum(base[n].nbytes for n in ta.index) + adapter_bytes
+    assert a.meta.bytes_read == sum(base[n].nbytes for n in ta.index) + adapter_bytes
     merged = dora_diag.compare(case.base, case.merged).table.set_index("tensor").sort_index()
     changed = merged[(merged["delta_m"] > 0) | (merged["delta_d"] > 0)]
     assert list(changed.index) == list(ta.index)   # nothing dropped, nothing extra: q/v_proj too

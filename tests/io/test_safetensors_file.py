@@ -6,11 +6,13 @@ import json
 import os
 import struct
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dora_diag.arrays import NUMPY, torch_ops
 from dora_diag.errors import InputError
 from dora_diag.io.safetensors_file import RowReader, read_header
 
@@ -42,6 +44,24 @@ def test_header_and_rows_match_safetensors(st_file):
         rows = reader.read_rows(infos["b"], 1, 3)
         assert torch.equal(rows, tensors["b"][1:3])
         assert reader.bytes_read > 0
+
+
+def test_numpy_reads_give_the_same_values(st_file):
+    """Into numpy buffers (the CPU engine's) every dtype reads as the same values: bf16 as its
+    bits, fp8 decoded to fp32, the rest as themselves."""
+    path, tensors = st_file
+    infos, _ = read_header(str(path))
+    with RowReader() as reader:
+        for name, t in tensors.items():
+            info = infos[name]
+            got = reader.read_all(info, NUMPY)
+            rows = reader.read_rows(info, 0, info.shape[0], out=NUMPY.empty_bytes(info.nbytes)) if info.shape else got
+            ref = t.float().numpy() if t.dtype.is_floating_point and t.dtype != torch.float64 else t.numpy()
+            for x in (got, rows):
+                assert x.shape == tuple(t.shape)
+                np.testing.assert_array_equal(NUMPY.values(x), ref if x.dtype != np.float16 else t.numpy())
+            if t.dtype == torch.bfloat16:
+                np.testing.assert_array_equal(got, torch_ops().numpy(t))
 
 
 def _rewrite_header(path, mutate):

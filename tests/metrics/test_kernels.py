@@ -139,3 +139,21 @@ def test_tensor_means_match_reference():
     ch = kernel(a, c, blocks=4)
     assert float(ch.dm.abs().mean()) == pytest.approx(ref["delta_m"], rel=1e-4)
     assert float(ch.dd.mean()) == pytest.approx(ref["delta_d"], rel=1e-4)
+
+
+@pytest.mark.parametrize("axis", ["out", "in"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_numpy_blocks_give_the_torch_blocks_sums(axis, dtype):
+    """The CPU engine's numpy arrays (bf16 as bits) sum to what torch tensors do, to fp32 rounding
+    (of the terms: p = 2<a, d> + |d|^2 may cancel, so its bound is relative to |a||d|)."""
+    from dora_diag.arrays import torch_ops
+
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(24, 300, generator=g).to(dtype)
+    c = (a.double() + 1e-3 * torch.randn(24, 300, generator=g, dtype=torch.float64)).to(dtype)
+    ref = block_sums(a, c, axis)
+    got = block_sums(torch_ops().numpy(a), torch_ops().numpy(c), axis)
+    for name in ("a2", "c2", "d2"):
+        torch.testing.assert_close(torch.from_numpy(getattr(got, name)), getattr(ref, name), rtol=1e-5, atol=0)
+    scale = float((ref.a2 * ref.d2).sqrt().max())
+    torch.testing.assert_close(torch.from_numpy(got.p), ref.p, rtol=0, atol=1e-5 * scale)

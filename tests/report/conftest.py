@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from dora_diag import Analysis
 from dora_diag.analysis.table import build_table
+from dora_diag.records import Meta
 
 XSS = "<script>alert(1)</script>"
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -45,11 +48,18 @@ def synthetic_analysis(layers: int = 4, modules=MODULES[:2], steps=(100, 200, 30
             "skipped": [{"tensor": XSS if xss else "model.norm.weight", "reason": "1-D"}],
             "unmatched": [{"run": runs[0], "checkpoint": "final", "tensor": "extra." + (XSS if xss else "x"),
                            "side": "finetuned"}]}
-    a = Analysis(build_table(rows, {r["label"]: r["method"] for r in meta_runs}), meta)
+    a = Analysis(build_table(rows, {r["label"]: r["method"] for r in meta_runs}), Meta.from_json(meta))
     if verdicts:
         from dora_diag.analysis.verdict import verdict
-        a.verdicts = verdict(a)
+        a = a.with_verdicts(verdict(a))
     return a
+
+
+def with_log(a: Analysis, run: int, records: list[dict]) -> Analysis:
+    """``a`` with ``records`` appended to the training log of its run number ``run``."""
+    runs = list(a.meta.runs)
+    runs[run] = replace(runs[run], log=runs[run].log + tuple(records))
+    return a.with_meta(replace(a.meta, runs=tuple(runs)))
 
 
 def _row(run, step, ckpt, tensor, layer, module, dm, dd, flags=""):

@@ -8,7 +8,7 @@ import pytest
 from dora_diag import report
 from dora_diag.report.browser import Browser, find_chromium
 
-from .conftest import XSS, synthetic_analysis
+from .conftest import XSS, synthetic_analysis, with_log
 
 pytestmark = pytest.mark.browser
 
@@ -67,8 +67,7 @@ def _overlaps(fig: dict) -> list[tuple[str, str]]:
 
 
 def _report(tmp_path, **kwargs):
-    a = synthetic_analysis(**kwargs)
-    a.meta["runs"][-1]["log"] += [{"step": 300, "eval_loss": 0.5, "eval_accuracy": 0.75}]
+    a = with_log(synthetic_analysis(**kwargs), -1, [{"step": 300, "eval_loss": 0.5, "eval_accuracy": 0.75}])
     path = tmp_path / "report.html"
     a.to_html(path)
     return a, path

@@ -9,7 +9,7 @@ from dora_diag.report.figures import FIGURES, make_figure, module_types
 from dora_diag.report.format import fmt_p, stat
 from dora_diag.report.trajectory import final_evals
 
-from .conftest import MODULES, XSS, synthetic_analysis
+from .conftest import MODULES, XSS, synthetic_analysis, with_log
 
 
 def _points(fig):
@@ -176,8 +176,8 @@ def test_training_curves_and_missing_log():
     a = synthetic_analysis()
     fig = a.figure("training")
     assert {t.name for t in fig.data} == {"FT · loss", "LoRA · loss"}
-    a.meta["runs"][0]["log"] += [{"step": 300, "eval_loss": 1.0, "eval_accuracy": 0.5, "eval_runtime": 12.0,
-                                   "eval_samples_per_second": 80.0, "epoch": 1.0}]
+    a = with_log(a, 0, [{"step": 300, "eval_loss": 1.0, "eval_accuracy": 0.5, "eval_runtime": 12.0,
+                         "eval_samples_per_second": 80.0, "epoch": 1.0}])
     fig = a.figure("training")
     assert {t.name for t in fig.data} == {"FT · loss", "FT · eval_loss", "FT · eval_accuracy", "LoRA · loss"}
     axis = {t.name: t.yaxis for t in fig.data}

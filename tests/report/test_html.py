@@ -6,7 +6,7 @@ import pytest
 
 from dora_diag.report.html import render_report, render_summary, script_json
 
-from .conftest import XSS, synthetic_analysis
+from .conftest import XSS, synthetic_analysis, with_log
 
 
 class _Collect(HTMLParser):
@@ -173,15 +173,14 @@ def test_runs_in_given_order_modules_in_model_order_no_float_noise():
 
 
 def test_final_eval_numbers_in_text():
-    a = synthetic_analysis()
-    a.meta["runs"][1]["log"] += [{"step": 300, "eval_loss": 0.4321, "eval_accuracy": 0.875}]
+    a = with_log(synthetic_analysis(), 1, [{"step": 300, "eval_loss": 0.4321, "eval_accuracy": 0.875}])
     text = "".join(parse(render_report(a)).text)
     assert "Final evaluation" in text and "0.875 (step 300)" in text and "0.4321 (step 300)" in text
 
 
 def test_temporary_input_paths_are_not_shown():
     a = synthetic_analysis()
-    a.meta["temporary_dirs"] = ["runs"]
+    a = a.with_meta(a.meta.with_temporary_dirs("runs"))
     head = render_report(a).split("<nav")[0]
     assert "runs/FT" not in head and head.count("a temporary directory, deleted after the run") == 2
     assert "base/" in head   # outside the temporary directory: shown
@@ -198,7 +197,7 @@ def test_summary_shows_the_verdicts():
     html = render_summary(a)
     from dora_diag.report.sections import esc
 
-    assert "Will DoRA help?" in html and all(esc(v["headline"]) in html for v in a.verdicts)
+    assert "Will DoRA help?" in html and all(esc(v.headline) in html for v in a.verdicts)
 
 
 def test_compare_cli_says_where_the_report_went_and_refuses_pdf(make_pair, tmp_path, capsys):

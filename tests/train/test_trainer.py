@@ -46,7 +46,7 @@ def test_ft_run_layout_logs_and_names(base_dir, tmp_path):
     meta = json.loads((run / "train_config.json").read_text())
     assert meta["config"]["method"] == "ft" and meta["base"] == str(base_dir)
     assert meta["measured"]["trainable_params"] == meta["measured"]["total_params"]
-    assert dora_diag.compare(base_dir, f"FT={run}").meta["runs"][0]["log"] == log
+    assert dora_diag.compare(base_dir, f"FT={run}").meta.runs[0].log == tuple(log)
 
 
 def test_training_lowers_the_loss(base_dir, tmp_path):

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from importlib import import_module
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from ..io.peft_config import full_match, pattern_value
-from ..options import ADAPTER_METHODS
+from ..methods import ADAPTER_METHODS, METHODS as ALL_METHODS, method as method_row
 from .dense import features, is_dense, with_weight_out_in
-from .layers import (AdapterLayer, DoraLinear, DVoraLinear, LoraLinear, MagnitudeOnlyLinear,
-                     vera_projections)
+from .layers import AdapterLayer, LayerSpec, MagnitudeOnlyLinear
 
 METHODS = ADAPTER_METHODS
-_MAGNITUDE_METHODS = ("dora", "dora-magnitude-only", "dvora")
+# Methods whose magnitude trains: magnitude-only modules (the reduced granularity) make sense under them.
+_MAGNITUDE_METHODS = tuple(n for n in ADAPTER_METHODS if ALL_METHODS[n].trains_magnitude)
+
+
+def layer_class(method: str) -> type[AdapterLayer]:
+    """The layer class the methods table names for adapter method ``method``."""
+    module, _, name = method_row(method, adapters_only=True).layer.rpartition(".")
+    return getattr(import_module(f"{__package__}.{module}"), name)
 
 
 @dataclass
@@ -26,8 +33,9 @@ class AdapterConfig:
     ``targets``/``magnitude_only`` patterns match a module's dotted name like PEFT's
     ``target_modules``: the name equals the pattern or ends with ``.`` + pattern, or the pattern
     is a regular expression that matches the whole name. A module matching ``magnitude_only``
-    gets a magnitude vector only (the paper's reduced granularity). With method
-    "dora-magnitude-only" and no ``magnitude_only`` patterns, every target is magnitude-only.
+    gets a magnitude vector only (the paper's reduced granularity). With a method whose row
+    says ``reduced_granularity`` ("dora-magnitude-only") and no ``magnitude_only`` patterns,
+    every target is magnitude-only.
     ``rank_pattern``/``alpha_pattern`` give some modules their own r or alpha, keyed like PEFT's
     (a key K applies to a module whose path ends with ``.K`` or is ``K``, K a regular expression).
     """
@@ -51,13 +59,12 @@ class AdapterConfig:
                 pattern_value(self.alpha_pattern, module_path, self.alpha))
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"unknown adapter method {self.method!r}; choose one of {', '.join(METHODS)}")
+        cls = layer_class(self.method)
         for where, r in (("rank", self.rank), *((f"rank_pattern[{k!r}]", v) for k, v in self.rank_pattern.items())):
             if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
                 raise InputError(f"adapter {where} must be a positive integer, got {r!r}")
-        if self.method == "dvora" and (self.rank_pattern or self.alpha_pattern):
-            raise InputError("dvora shares one pair of projections across modules: rank/alpha patterns do not apply")
+        if not cls.per_module_rank and (self.rank_pattern or self.alpha_pattern):
+            raise InputError(f"{self.method} layers share one rank across modules: rank/alpha patterns do not apply")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"adapter dropout must be in [0, 1), got {self.dropout}")
         if self.magnitude_only and self.method not in _MAGNITUDE_METHODS:
@@ -76,7 +83,7 @@ def matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _magnitude_only_patterns(cfg: AdapterConfig) -> tuple[str, ...]:
-    if cfg.method == "dora-magnitude-only" and not cfg.magnitude_only:
+    if ALL_METHODS[cfg.method].reduced_granularity and not cfg.magnitude_only:
         return cfg.targets
     return cfg.magnitude_only
 
@@ -102,34 +109,31 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def _make_layer(base: nn.Module, cfg: AdapterConfig, rank: int, alpha: float, mag_only: bool,
-                generator: torch.Generator, vera: tuple[torch.Tensor, torch.Tensor] | None) -> AdapterLayer:
-    if mag_only:
-        return MagnitudeOnlyLinear(base)
-    if cfg.method == "lora":
-        return LoraLinear(base, rank, alpha, cfg.dropout, cfg.use_rslora, generator)
-    if cfg.method == "dvora":
-        return DVoraLinear(base, *vera, dropout=cfg.dropout, detach_norm=cfg.detach_norm)
-    return DoraLinear(base, rank, alpha, cfg.dropout, cfg.use_rslora, cfg.detach_norm,
-                      train_magnitude=cfg.method != "dora-frozen-magnitude", generator=generator)
+def _spec(cfg: AdapterConfig, name: str, generator: torch.Generator, shared: object) -> LayerSpec:
+    rank, alpha = cfg.rank_alpha(name)
+    return LayerSpec(rank, alpha, cfg.dropout, cfg.use_rslora, cfg.detach_norm,
+                     ALL_METHODS[cfg.method].trains_magnitude, generator, shared)
 
 
-def apply_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
+def apply_adapters(model: nn.Module, cfg: AdapterConfig, modules: dict[str, bool] | None = None) -> list[str]:
     """Wrap matching nn.Linear / transformers Conv1D modules in place; freeze everything else
-    (base weights requires_grad=False); return the wrapped module names (dotted paths)."""
+    (base weights requires_grad=False); return the wrapped module names (dotted paths).
+
+    ``modules`` ({dotted name: magnitude_only?}, e.g. a saved adapter's, in model order) wraps
+    exactly those instead of the ones the config's patterns select."""
     cfg.validate()
-    targets = find_targets(model, cfg)
+    targets = find_targets(model, cfg) if modules is None else modules
     for p in model.parameters():
         p.requires_grad_(False)
     generator = torch.Generator().manual_seed(cfg.seed)
-    vera = None
-    if cfg.method == "dvora":
-        shapes = [features(model.get_submodule(n)) for n, mag in targets.items() if not mag]
-        if shapes:
-            vera = vera_projections(cfg.rank, max(s[0] for s in shapes), max(s[1] for s in shapes), generator)
+    cls = layer_class(cfg.method)
+    shapes = [features(model.get_submodule(n)) for n, mag in targets.items() if not mag]
+    # not saved with an adapter: loading draws them again from the seed, before any layer's init
+    shared = cls.shared_state(shapes, cfg.rank, generator) if shapes else None
     for name, mag_only in targets.items():
-        _set_submodule(model, name, _make_layer(model.get_submodule(name), cfg, *cfg.rank_alpha(name), mag_only,
-                                                generator, vera))
+        layer = (MagnitudeOnlyLinear if mag_only else cls).build(model.get_submodule(name),
+                                                                  _spec(cfg, name, generator, shared))
+        _set_submodule(model, name, layer)
     return list(targets)
 
 

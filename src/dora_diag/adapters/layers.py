@@ -9,16 +9,25 @@ without active dropout  y = m/‖W0 + sBA‖ ⊙ (x W0ᵀ + s·(x Aᵀ) Bᵀ) + 
 with active dropout     y = x W0ᵀ + b + (m/n - 1) ⊙ x' W0ᵀ + m/n ⊙ s·(x' Aᵀ) Bᵀ,   x' = dropout(x)
 but computes x W0ᵀ once, and takes the norm n without a graph (detached) from one fused
 addmm for small W0 or from the factors for large W0 (see ``norms``).
+
+Each class is one training method's variant (PEFT's ``LoraVariant`` pattern; the methods table
+``dora_diag.methods`` names the class of each method): it builds itself from a ``LayerSpec``
+(``build``; ``shared_state`` for what all of a model's layers share), computes its forward and
+merged weight, and writes/reads itself as PEFT LoRA/DoRA tensors (``peft_tensors``,
+``load_peft_tensors``) with the ``adapter_config.json`` fields it needs (``peft_config_fields``).
+DVoRA's class lives in ``dvora``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .dense import features, weight_out_in
 from .norms import (FACTORED_MIN_ELEMENTS, compute_dtype, dense_row_norm, factored_row_norm,
                     fused_dense_row_norm, squared_row_norms)
@@ -34,8 +43,32 @@ def adapter_dtype(base: nn.Module) -> torch.dtype:
     return compute_dtype(base.weight)
 
 
+@dataclass(frozen=True)
+class LayerSpec:
+    """One module's adapter settings, as a layer class's ``build`` takes them."""
+
+    rank: int
+    alpha: float
+    dropout: float = 0.0
+    use_rslora: bool = False
+    detach_norm: bool = True
+    train_magnitude: bool = True
+    generator: torch.Generator | None = None
+    shared: object = None            # what the class's ``shared_state`` made for the whole model
+
+
 class AdapterLayer(nn.Module):
-    """A frozen dense ``base_layer`` plus trainable extras; subclasses define ``forward_2d``."""
+    """A frozen dense ``base_layer`` plus trainable extras; subclasses define ``build``, ``forward_2d``
+    and ``merged_weight``, and the low-rank update as ``factors()``.
+
+    PEFT export/import: a layer is written as PEFT LoRA tensors A' (r, in), B' (out, r) whose
+    ΔW = scaling·B'·A' equals its own, plus the magnitude (out,) when it has one. The defaults
+    here write ``factors()`` and read the layer's own ``lora_A``/``lora_B``.
+    """
+
+    has_magnitude = False    # carries DoRA's magnitude vector m (out,), written as lora_magnitude_vector
+    magnitude_only = False   # trains m alone (no low-rank update), recorded as such in our metadata
+    per_module_rank = True   # False: its layers share state of one rank, so rank/alpha patterns cannot apply
 
     def __init__(self, base: nn.Module, dropout: float = 0.0):
         super().__init__()
@@ -44,6 +77,16 @@ class AdapterLayer(nn.Module):
             p.requires_grad_(False)
         self.in_features, self.out_features = features(base)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @classmethod
+    def build(cls, base: nn.Module, spec: LayerSpec) -> "AdapterLayer":
+        """The layer over ``base`` with ``spec``'s settings (PEFT's ``LoraVariant.init``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def shared_state(cls, shapes: list[tuple[int, int]], rank: int, generator: torch.Generator) -> object:
+        """What every layer of this class in one model shares, given their (in, out) shapes; None: nothing."""
+        return None
 
     @property
     def w0(self) -> torch.Tensor:
@@ -66,8 +109,47 @@ class AdapterLayer(nn.Module):
         """The dense (out, in) weight that makes the plain base layer compute this adapter's forward."""
         raise NotImplementedError
 
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        """(A (r, in), B (out, r), s) with ΔW = s·B·A; None: no low-rank update."""
+        raise NotImplementedError
+
     def _dropped(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(x) if self.training else x
+
+    def peft_config_fields(self) -> dict[str, bool]:
+        """The adapter_config.json variant flags this layer's export needs (the file sets one when any layer does)."""
+        return {"use_dora": self.has_magnitude}
+
+    def peft_tensors(self, rank: int, scaling: float) -> dict[str, torch.Tensor]:
+        """{role ("A", "B", "magnitude"): tensor} with which PEFT's forward, scaling B'·A' by
+        ``scaling`` (its alpha/r or alpha/sqrt(r)) at rank ``rank``, computes this layer's."""
+        a, b = self.peft_factors(rank, scaling)
+        return {"A": a, "B": b, "magnitude": self.magnitude} if self.has_magnitude else {"A": a, "B": b}
+
+    def peft_factors(self, rank: int, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A' (r, in), B' (out, r)) with scaling·B'·A' = s·B·A: our own s folded into B'."""
+        a, b, s = self.factors()
+        return a, b * (s / scaling)
+
+    def load_peft_tensors(self, parts: dict[str, torch.Tensor], scaling: float, where: str) -> None:
+        """Set this layer from the roles ``peft_tensors`` writes (``where`` names it in errors)."""
+        if self.has_magnitude != ("magnitude" in parts):
+            raise InputError(f"{where}: DoRA magnitude vector {'missing' if self.has_magnitude else 'unexpected'}")
+        if self.has_magnitude:
+            copy_checked(self.magnitude, parts["magnitude"].reshape(-1), where, "lora_magnitude_vector")
+        self.load_peft_factors(parts["A"], parts["B"], scaling, where)
+
+    def load_peft_factors(self, a: torch.Tensor, b: torch.Tensor, scaling: float, where: str) -> None:
+        """Set the low-rank update from PEFT's A' (r, in), B' (out, r); the default: they are lora_A, lora_B."""
+        copy_checked(self.lora_A, a, where, "lora_A")
+        copy_checked(self.lora_B, b, where, "lora_B")
+
+
+def copy_checked(param: torch.Tensor, value: torch.Tensor, where: str, what: str) -> None:
+    """param <- value, InputError when the shapes differ."""
+    if tuple(value.shape) != tuple(param.shape):
+        raise InputError(f"{where}: {what} has shape {tuple(value.shape)}, the model needs {tuple(param.shape)}")
+    param.copy_(value)
 
 
 def _init_factors(module: nn.Module, rank: int, generator: torch.Generator | None) -> None:
@@ -88,8 +170,11 @@ class LoraLinear(AdapterLayer):
         self.rank, self.scaling = rank, lora_scaling(alpha, rank, use_rslora)
         _init_factors(self, rank, generator)
 
+    @classmethod
+    def build(cls, base: nn.Module, spec: LayerSpec) -> "LoraLinear":
+        return cls(base, spec.rank, spec.alpha, spec.dropout, spec.use_rslora, spec.generator)
+
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """(A (r, in), B (out, r), s) with ΔW = s·B·A."""
         return self.lora_A, self.lora_B, self.scaling
 
     def forward_2d(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +201,8 @@ class DoraBase(AdapterLayer):
     and refreshed whenever the module is moved/cast or loads a state dict.
     """
 
+    has_magnitude = True
+
     def __init__(self, base: nn.Module, dropout: float, detach_norm: bool, train_magnitude: bool):
         super().__init__(base, dropout)
         self.detach_norm = detach_norm
@@ -133,9 +220,6 @@ class DoraBase(AdapterLayer):
         super()._apply(fn, recurse)
         self.refresh_base_cache()
         return self
-
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
-        raise NotImplementedError
 
     def row_norm(self, w0: torch.Tensor | None = None) -> torch.Tensor:
         """‖W0 + s·B·A‖ per output row (out,), in ``compute_dtype(W0)``; detached unless ``detach_norm`` is False.
@@ -189,47 +273,36 @@ class DoraLinear(DoraBase):
         self.rank, self.scaling = rank, lora_scaling(alpha, rank, use_rslora)
         _init_factors(self, rank, generator)
 
+    @classmethod
+    def build(cls, base: nn.Module, spec: LayerSpec) -> "DoraLinear":
+        return cls(base, spec.rank, spec.alpha, spec.dropout, spec.use_rslora, spec.detach_norm,
+                   spec.train_magnitude, spec.generator)
+
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         return self.lora_A, self.lora_B, self.scaling
 
 
 class MagnitudeOnlyLinear(DoraBase):
-    """The paper's reduced granularity: m ⊙ W0/‖W0‖, only m (out,) trains; no dropout (no adapter input)."""
+    """The paper's reduced granularity: m ⊙ W0/‖W0‖, only m (out,) trains; no dropout (no adapter input).
+
+    Written to PEFT as zero factors of the spec's rank plus the magnitude."""
+
+    magnitude_only = True
 
     def __init__(self, base: nn.Module):
         super().__init__(base, 0.0, detach_norm=True, train_magnitude=True)
 
+    @classmethod
+    def build(cls, base: nn.Module, spec: LayerSpec) -> "MagnitudeOnlyLinear":
+        return cls(base)
+
     def factors(self) -> None:
         return None
 
+    def peft_factors(self, rank: int, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = self.magnitude.dtype
+        return torch.zeros(rank, self.in_features, dtype=dtype), torch.zeros(self.out_features, rank, dtype=dtype)
 
-def vera_projections(rank: int, max_in: int, max_out: int, generator: torch.Generator | None,
-                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """VeRA's frozen shared random matrices A (r, max_in), B (max_out, r), Kaiming-uniform like PEFT's VeRA."""
-    a, b = torch.empty(rank, max_in, dtype=dtype), torch.empty(max_out, rank, dtype=dtype)
-    nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
-    nn.init.kaiming_uniform_(b, a=math.sqrt(5), generator=generator)
-    return a, b
-
-
-class DVoraLinear(DoraBase):
-    """DVoRA: DoRA whose direction update is VeRA's diag(λ_b)·B·diag(λ_d)·A (s = 1).
-
-    ``vera_A`` (r, max_in) and ``vera_B`` (max_out, r) are the shared frozen projections, sliced
-    here to (r, in) and (out, r) and kept as non-persistent buffers; λ_d (r,) starts at
-    ``d_initial`` and λ_b (out,) at 0 (VeRA's init), so step 0 reproduces W0.
-    """
-
-    def __init__(self, base: nn.Module, vera_A: torch.Tensor, vera_B: torch.Tensor, dropout: float = 0.0,
-                 detach_norm: bool = True, d_initial: float = 0.1):
-        super().__init__(base, dropout, detach_norm, train_magnitude=True)
-        dtype, device = adapter_dtype(base), base.weight.device
-        self.rank = vera_A.shape[0]
-        self.register_buffer("vera_A", vera_A[:, :self.in_features].to(device, dtype), persistent=False)
-        self.register_buffer("vera_B", vera_B[:self.out_features].to(device, dtype), persistent=False)
-        self.lambda_d = nn.Parameter(torch.full((self.rank,), d_initial, dtype=dtype, device=device))
-        self.lambda_b = nn.Parameter(torch.zeros(self.out_features, dtype=dtype, device=device))
-
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """(diag(λ_d)·A (r, in), diag(λ_b)·B (out, r), 1.0)."""
-        return self.lambda_d.unsqueeze(1) * self.vera_A, self.lambda_b.unsqueeze(1) * self.vera_B, 1.0
+    def load_peft_factors(self, a: torch.Tensor, b: torch.Tensor, scaling: float, where: str) -> None:
+        if b.any():
+            raise InputError(f"{where}: recorded as magnitude-only but its lora_B is not zero")

@@ -1,7 +1,9 @@
 """Save and load adapters in PEFT 0.21's file format (adapter_config.json + adapter_model.safetensors).
 
 Every method is written as an ordinary PEFT LoRA/DoRA adapter with the same effective weight,
-so PEFT and the analyzer read all of them: DVoRA as lora_A = diag(λ_d)·A_shared, lora_B =
+so PEFT and the analyzer read all of them; each layer class writes and reads its own tensors
+and says which adapter_config.json flags it needs (``layers.AdapterLayer.peft_tensors``,
+``load_peft_tensors``, ``peft_config_fields``): DVoRA as lora_A = diag(λ_d)·A_shared, lora_B =
 diag(λ_b)·B_shared / s; magnitude-only modules as zero factors plus the trained magnitude. The
 true method rides along as JSON in the safetensors metadata (key ``dora_diag``), where PEFT does
 not see it (an extra adapter_config.json field makes PEFT warn on every load).
@@ -27,10 +29,11 @@ from ..io.peft import locate_adapter
 from ..io.peft_config import read_adapter_config
 from ..io.peft_keys import PREFIX, WRITTEN, group_keys
 from ..io.safetensors_file import RowReader, read_header
+from ..methods import peft_method
 from ..outputs.atomic import write_atomic
 from .dense import is_conv1d, is_dense
 from .inject import AdapterConfig, adapter_layers, apply_adapters
-from .layers import DoraBase, DVoraLinear, MagnitudeOnlyLinear, lora_scaling
+from .layers import AdapterLayer, lora_scaling
 
 _PLAIN_NAME = re.compile(r"\w+")
 # PEFT 0.21 LoraConfig defaults for the fields we do not set (as its save_pretrained writes them).
@@ -46,21 +49,23 @@ _PEFT_DEFAULTS = {
 }
 
 
-def _factors(layer: nn.Module, cfg: AdapterConfig, name: str) -> dict[str, torch.Tensor]:
-    """{PEFT suffix: tensor} giving PEFT's forward the same weight as ``layer`` (module ``name``)."""
+def _peft_rank_scaling(cfg: AdapterConfig, name: str) -> tuple[int, float]:
+    """(r, the scaling PEFT applies to B·A) of module ``name`` under ``cfg``."""
     rank, alpha = cfg.rank_alpha(name)
+    return rank, lora_scaling(alpha, rank, cfg.use_rslora)
+
+
+def _suffixed_tensors(layer: AdapterLayer, cfg: AdapterConfig, name: str) -> dict[str, torch.Tensor]:
+    """{PEFT suffix: tensor} giving PEFT's forward the same weight as ``layer`` (module ``name``)."""
     with torch.no_grad():
-        if isinstance(layer, MagnitudeOnlyLinear):
-            dtype = layer.magnitude.dtype
-            out = {WRITTEN["A"]: torch.zeros(rank, layer.in_features, dtype=dtype),
-                   WRITTEN["B"]: torch.zeros(layer.out_features, rank, dtype=dtype)}
-        else:
-            a, b, s = layer.factors()
-            # PEFT scales by alpha/r (or alpha/sqrt(r)); fold our own s in so s_peft·B'·A' = s·B·A
-            out = {WRITTEN["A"]: a, WRITTEN["B"]: b * (s / lora_scaling(alpha, rank, cfg.use_rslora))}
-        if isinstance(layer, DoraBase):
-            out[WRITTEN["magnitude"]] = layer.magnitude
-        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+        out = layer.peft_tensors(*_peft_rank_scaling(cfg, name))
+        return {WRITTEN[role]: v.detach().cpu().contiguous() for role, v in out.items()}
+
+
+def _config_fields(layers: dict[str, AdapterLayer]) -> dict[str, bool]:
+    """The variant flags (``use_dora``) of the file: each set when any layer's export needs it."""
+    flags = [layer.peft_config_fields() for layer in layers.values()]
+    return {key: any(f[key] for f in flags) for key in flags[0]}
 
 
 def _target_modules(cfg: AdapterConfig, names: list[str]) -> list[str]:
@@ -82,7 +87,7 @@ def save_peft_adapter(model: nn.Module, cfg: AdapterConfig, out_dir, base_model_
     except OSError as e:
         raise InputError(f"{out}: cannot create the adapter directory ({e.strerror or e})") from None
     tensors = {f"{PREFIX}{name}.{suffix}": t for name, layer in layers.items()
-               for suffix, t in _factors(layer, cfg, name).items()}
+               for suffix, t in _suffixed_tensors(layer, cfg, name).items()}
     names = list(layers)
     config = {**_PEFT_DEFAULTS,
               "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
@@ -90,10 +95,9 @@ def save_peft_adapter(model: nn.Module, cfg: AdapterConfig, out_dir, base_model_
               "fan_in_fan_out": any(is_conv1d(layer.base_layer) for layer in layers.values()),
               "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout, "r": cfg.rank,
               "rank_pattern": dict(cfg.rank_pattern), "alpha_pattern": dict(cfg.alpha_pattern),
-              "target_modules": _target_modules(cfg, names),
-              "use_dora": any(isinstance(layer, DoraBase) for layer in layers.values()),
+              "target_modules": _target_modules(cfg, names), **_config_fields(layers),
               "use_rslora": cfg.use_rslora}
-    ours = {**asdict(cfg), "magnitude_only_modules": [n for n, l in layers.items() if isinstance(l, MagnitudeOnlyLinear)],
+    ours = {**asdict(cfg), "magnitude_only_modules": [n for n, l in layers.items() if l.magnitude_only],
             "modules": names}
     metadata = {"format": "pt", METADATA_KEY: json.dumps(ours)}
     write_atomic(out / ADAPTER_WEIGHTS, safetensors.torch.save(tensors, metadata=metadata))
@@ -125,62 +129,27 @@ def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> Adapt
     ours = _our_config(metadata.get(METADATA_KEY), weights)
     raw = read_json(config_path, "adapter_config.json")
     cfg = ours["cfg"] if ours else AdapterConfig(
-        method="dora" if peft_cfg.use_dora else "lora", rank=peft_cfg.r, alpha=peft_cfg.alpha,
+        method=peft_method(peft_cfg.use_dora), rank=peft_cfg.r, alpha=peft_cfg.alpha,
         dropout=float(raw.get("lora_dropout", 0.0)), use_rslora=peft_cfg.use_rslora, targets=_as_patterns(raw),
         rank_pattern=dict(peft_cfg.rank_pattern), alpha_pattern=dict(peft_cfg.alpha_pattern))
-    mag_only = ours["magnitude_only"] if ours else []
-    # wrap exactly the file's modules; an empty magnitude_only would make "dora-magnitude-only" wrap all of them
-    exact = replace(cfg, targets=tuple(map(re.escape, modules)), magnitude_only=tuple(map(re.escape, mag_only)),
-                    method="dora" if cfg.method == "dora-magnitude-only" and not mag_only else cfg.method)
-    missing = sorted(set(modules) - {n for n, m in model.named_modules() if is_dense(m)})
+    mag_only = set(ours["magnitude_only"] if ours else ())
+    if adapter_layers(model):
+        raise InputError(f"{weights}: the model already has adapters; load into a model without them")
+    dense = [n for n, m in model.named_modules() if is_dense(m)]
+    missing = sorted(set(modules) - set(dense))
     if missing:
         raise InputError(f"{weights}: module {missing[0]!r} is not a Linear/Conv1D module of this model")
-    apply_adapters(model, exact)
+    # wrap exactly the file's modules; the config validates with patterns naming just those
+    exact = replace(cfg, targets=tuple(map(re.escape, modules)), magnitude_only=tuple(map(re.escape, mag_only)))
+    apply_adapters(model, exact, {n: n in mag_only for n in dense if n in modules})
     with RowReader() as reader, torch.no_grad():
         for name, layer in adapter_layers(model).items():
             parts = {role: reader.read_all(info) for role, info in modules[name].parts.items()}
-            _load_layer(layer, parts, cfg, f"{weights}: {name}")
+            _, scaling = _peft_rank_scaling(cfg, name)
+            layer.load_peft_tensors(parts, scaling, f"{weights}: {name}")
     return cfg
 
 
 def _as_patterns(raw: dict) -> tuple[str, ...]:
     targets = raw.get("target_modules") or ()
     return (targets,) if isinstance(targets, str) else tuple(targets)
-
-
-def _load_layer(layer: nn.Module, parts: dict[str, torch.Tensor], cfg: AdapterConfig, where: str) -> None:
-    if isinstance(layer, DoraBase) != ("magnitude" in parts):
-        raise InputError(f"{where}: DoRA magnitude vector {'missing' if isinstance(layer, DoraBase) else 'unexpected'}")
-    if "magnitude" in parts:
-        _copy(layer.magnitude, parts["magnitude"].reshape(-1), where, "lora_magnitude_vector")
-    if isinstance(layer, MagnitudeOnlyLinear):
-        if parts["B"].any():
-            raise InputError(f"{where}: recorded as magnitude-only but its lora_B is not zero")
-        return
-    if isinstance(layer, DVoraLinear):
-        s = lora_scaling(cfg.alpha, cfg.rank, cfg.use_rslora)
-        _load_vera(layer, parts["A"].to(torch.float64), parts["B"].to(torch.float64) * s, where)
-        return
-    _copy(layer.lora_A, parts["A"], where, "lora_A")
-    _copy(layer.lora_B, parts["B"], where, "lora_B")
-
-
-def _copy(param: torch.Tensor, value: torch.Tensor, where: str, what: str) -> None:
-    if tuple(value.shape) != tuple(param.shape):
-        raise InputError(f"{where}: {what} has shape {tuple(value.shape)}, the model needs {tuple(param.shape)}")
-    param.copy_(value)
-
-
-def _load_vera(layer: DVoraLinear, a_eff: torch.Tensor, b_eff: torch.Tensor, where: str) -> None:
-    """Recover λ_d, λ_b from diag(λ_d)·A_shared and diag(λ_b)·B_shared (least squares per row, then verified)."""
-    a_s, b_s = layer.vera_A.to(torch.float64), layer.vera_B.to(torch.float64)
-    if a_eff.shape != a_s.shape or b_eff.shape != b_s.shape:
-        raise InputError(f"{where}: DVoRA factors have shapes {tuple(a_eff.shape)}, {tuple(b_eff.shape)}; "
-                         f"the model needs {tuple(a_s.shape)}, {tuple(b_s.shape)}")
-    d = (a_eff * a_s).sum(1) / a_s.pow(2).sum(1)
-    b = (b_eff * b_s).sum(1) / b_s.pow(2).sum(1)
-    residual = max((a_eff - d[:, None] * a_s).abs().max().item(), (b_eff - b[:, None] * b_s).abs().max().item())
-    if residual > 1e-4 * (1 + max(a_eff.abs().max().item(), b_eff.abs().max().item())):
-        raise InputError(f"{where}: lora_A/lora_B are not a DVoRA factorisation of this seed's shared matrices")
-    layer.lambda_d.copy_(d)
-    layer.lambda_b.copy_(b)

@@ -3,31 +3,54 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from ..outputs.atomic import write_atomic
 from ..outputs.tabular import dump_json, frame_records, table_csv
+from ..records import Meta, Verdict
 from .stats import POOLED, expert_stats, fit_points, layer_stats, module_stats
 
 BY = ("module", "layer", "run", "expert")
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Analysis:
     """Per-tensor ΔM/ΔD for every checkpoint of every run against one base.
 
-    ``table`` has one row per tensor (and fused group) per checkpoint; ``meta`` records the
-    inputs, device, timings and everything that was skipped or unmatched; ``verdicts`` holds
-    the "will DoRA help?" verdicts once ``check`` (or ``verdict.verdict``) has given them.
-    Statistics are computed once, on first use, and kept.
+    ``table`` has one row per tensor (and fused group) per checkpoint; ``meta`` (``records.Meta``)
+    records the inputs, device, timings and everything that was skipped or unmatched; ``verdicts``
+    holds the "will DoRA help?" verdicts once ``check`` has given them (None before: no verdict
+    was asked for). Statistics are computed once, on first use, and kept; ``with_verdicts`` and
+    ``with_meta`` derive an analysis that shares them.
     """
 
     table: pd.DataFrame
-    meta: dict = field(default_factory=dict)
-    verdicts: list[dict] | None = None
-    _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    meta: Meta = field(default_factory=Meta)
+    verdicts: tuple[Verdict, ...] | None = None
+    _stats: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.meta, Meta):
+            raise TypeError(f"meta must be a dora_diag.records.Meta (Meta.from_json reads the JSON summary's "
+                            f"fields), not {type(self.meta).__name__}")
+
+    def with_verdicts(self, verdicts) -> Analysis:
+        """This analysis with ``verdicts`` (``verdict.verdict`` of it) attached."""
+        return self._derive(verdicts=tuple(verdicts))
+
+    def with_meta(self, meta: Meta) -> Analysis:
+        """This analysis recorded as ``meta`` (e.g. with ``temporary_dirs``, or a run's log)."""
+        return self._derive(meta=meta)
+
+    def _derive(self, **changes) -> Analysis:
+        new = replace(self, **changes)
+        # The statistics depend on the table and the runs' labels and methods only: while those
+        # stay, the new analysis shares the computed ones (frozen, hence object.__setattr__).
+        if new.meta.labels == self.meta.labels and new.meta.methods == self.meta.methods:
+            object.__setattr__(new, "_stats", self._stats)
+        return new
 
     # ---- statistics --------------------------------------------------------------------------
     def stats(self, by: str = "module") -> pd.DataFrame:
@@ -48,7 +71,7 @@ class Analysis:
         key = "module" if by == "run" else by
         if key not in self._stats:
             compute = {"layer": layer_stats, "module": module_stats, "expert": expert_stats}[key]
-            self._stats[key] = compute(self.table, self.methods, self.runs)
+            self._stats[key] = compute(self.points, self.methods, self.runs)
         out = self._stats[key]
         if by == "run":
             out = out[out["module"] == POOLED].drop(columns="module").reset_index(drop=True)
@@ -64,11 +87,11 @@ class Analysis:
     @property
     def methods(self) -> dict[str, str]:
         """Run label -> fine-tuning method (``io.method``), "unknown" where nothing said."""
-        return {r["label"]: r.get("method", "unknown") for r in self.meta.get("runs", [])}
+        return self.meta.methods
 
     @property
     def runs(self) -> list[str]:
-        return [r["label"] for r in self.meta.get("runs", [])]
+        return self.meta.labels
 
     # ---- outputs -----------------------------------------------------------------------------
     def to_csv(self, path: str | os.PathLike | None = None) -> str | None:
@@ -79,7 +102,7 @@ class Analysis:
     def summary(self) -> dict:
         """Everything but the per-tensor table, as plain JSON-ready data."""
         out = {
-            **self.meta,
+            **self.meta.to_json(),
             "stats": {
                 "by_module": frame_records(self.stats("module")),
                 "by_layer": frame_records(self.stats("layer")),
@@ -88,7 +111,7 @@ class Analysis:
         if "expert" in self.table.columns and self.table["expert"].notna().any():
             out["stats"]["by_expert"] = frame_records(self.stats("expert"))
         if self.verdicts is not None:
-            out["verdicts"] = self.verdicts
+            out["verdicts"] = [v.to_json() for v in self.verdicts]
         return out
 
     def to_json(self, path: str | os.PathLike | None = None) -> str | None:
@@ -115,7 +138,7 @@ class Analysis:
     def __repr__(self) -> str:
         n_ckpt = self.table[["run", "checkpoint"]].drop_duplicates().shape[0]
         return (f"<Analysis {len(self.runs)} run(s), {n_ckpt} checkpoint(s), "
-                f"{self.table['tensor'].nunique()} tensors, axis={self.meta.get('axis')}>")
+                f"{self.table['tensor'].nunique()} tensors, axis={self.meta.axis}>")
 
 
 def _write_or_return(text: str, path: str | os.PathLike | None) -> str | None:

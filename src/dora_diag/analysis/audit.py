@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
+from ..arrays import NUMPY
 from ..architecture.orientation import stored_transposed
 from ..architecture.registry import infer_model_type
 from ..errors import InputError
@@ -117,13 +118,15 @@ def _zero_channels(reader: RowReader, info: TensorInfo, on_rows: bool, block_byt
     """Rows (``on_rows``) or columns of ``info`` that are all zero, one block in memory at a time."""
     rows = info.shape[0]
     step = block_rows(info.row_bytes, block_bytes)
-    buf = torch.empty(step * info.row_bytes, dtype=torch.uint8)
-    zero_rows, live_cols = 0, torch.zeros(info.row_elements, dtype=torch.bool)
+    buf = NUMPY.empty_bytes(step * info.row_bytes)
+    zero_rows, live_cols = 0, np.zeros(info.row_elements, dtype=bool)
     for lo in range(0, rows, step):
-        # != 0 is True for NaN: a NaN channel is broken, but not a zero norm.
-        nonzero = reader.read_rows(info, lo, min(rows, lo + step), out=buf).reshape(-1, info.row_elements) != 0
+        # != 0 is True for NaN: a NaN channel is broken, but not a zero norm. (As values: numpy
+        # holds bf16 as its bits, and -0.0 is zero.)
+        block = NUMPY.values(reader.read_rows(info, lo, min(rows, lo + step), out=buf))
+        nonzero = block.reshape(-1, info.row_elements) != 0
         if on_rows:
-            zero_rows += int((~nonzero.any(dim=1)).sum())
+            zero_rows += int((~nonzero.any(axis=1)).sum())
         else:
-            live_cols |= nonzero.any(dim=0)
+            live_cols |= nonzero.any(axis=0)
     return zero_rows if on_rows else int((~live_cols).sum())

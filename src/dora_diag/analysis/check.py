@@ -20,10 +20,9 @@ def check(base: str | os.PathLike, *runs: str | os.PathLike, min_r: float = CHEC
     full fine-tuning and DoRA runs given alongside are described and serve as the reference
     their coupling is compared with. ``trials[label]`` is a matched LoRA-vs-DoRA trial block
     (``dora_diag.train.trial.run_trial``) for that run. ``compare_options`` go to ``compare``
-    (axis, device, ...). The verdicts (``verdict.verdict``) are in ``analysis.verdicts``, and
-    so in ``to_json()`` and the HTML report.
+    (axis, device, ...). Returns the comparison with the verdicts (``verdict.verdict``) in
+    ``analysis.verdicts``, and so in ``to_json()`` and the HTML report.
     """
     check_thresholds(min_r, alpha, min_units)  # before minutes of streaming, not after
     analysis = compare(base, *runs, **compare_options)
-    analysis.verdicts = verdict(analysis, min_r=min_r, alpha=alpha, min_units=min_units, trials=trials)
-    return analysis
+    return analysis.with_verdicts(verdict(analysis, min_r=min_r, alpha=alpha, min_units=min_units, trials=trials))

@@ -10,6 +10,7 @@ from ..errors import InputError
 from ..io.method import run_method
 from ..runtime import resolve_device, tune_allocator
 from ..options import AXES, DEFAULT_BLOCK_BYTES
+from ..records import CheckpointInfo, Meta, RunInfo
 from .analysis import Analysis
 from .executors import DEFAULT_TASK_BYTES, job_of, make_executor, open_job
 from .executors.local import stream_bytes
@@ -48,7 +49,9 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
     tune_allocator()
     runner = make_executor(executor, ray_address, task_bytes)
     if executor == "local":
-        resolve_device(device)   # an unusable device is an error before any file is opened
+        # Once, and before any file is opened (an unusable device is an error); Ray workers
+        # resolve it each on their own machine.
+        device = str(resolve_device(device))
     started = time.perf_counter()
     job = job_of(base, finetuned, axis=axis, device=device, split_fused=split_fused, block_bytes=block_bytes,
                  allow_partial=allow_partial)
@@ -71,45 +74,30 @@ def compare(base: str | os.PathLike, *finetuned: str | os.PathLike, axis: str = 
             progress.finish()
         bytes_read = opened.bytes_read() + sum(runner.meta().get("bytes_per_node", {}).values())
     runs = opened.runs
-    meta = {
-        "tool": "dora-diag",
-        "version": _version(),
-        "base": os.fspath(base),
-        "runs": [_run_meta(r, opened.sources) for r in runs],
-        "axis": axis,
-        "device": runner.device_label,
-        "split_fused": split_fused,
-        "elapsed_s": round(time.perf_counter() - started, 3),
-        "bytes_read": bytes_read,
-        "tensors_compared": len(plan.tensors),
-        "skipped": plan.skipped,
-        "unmatched": plan.unmatched,
-        "warnings": base_hints(base) + [w for r in runs for w in r.warnings] + log.lines(plan),
-        "executor": runner.meta(),
-    }
+    meta = Meta(
+        tool="dora-diag", version=_version(), base=os.fspath(base),
+        runs=tuple(_run_info(r, opened.sources) for r in runs), axis=axis, device=runner.device_label,
+        split_fused=split_fused, elapsed_s=round(time.perf_counter() - started, 3), bytes_read=bytes_read,
+        tensors_compared=len(plan.tensors), skipped=tuple(plan.skipped), unmatched=tuple(plan.unmatched),
+        warnings=tuple(base_hints(base) + [w for r in runs for w in r.warnings] + log.lines(plan)),
+        executor=runner.meta())
     # Rows come out tensor by tensor (file order); present them checkpoint by checkpoint.
     position = {(ref.run, ref.name): i for i, (ref, _) in enumerate(opened.sources)}
     rows.sort(key=lambda r: position[(r["run"], r["checkpoint"])])
-    methods = {r["label"]: r["method"] for r in meta["runs"]}
-    return Analysis(build_table(rows, methods), meta)
+    return Analysis(build_table(rows, meta.methods), meta)
 
 
-def _run_meta(run, opened: list[tuple]) -> dict:
-    """A run's inputs as recorded in the JSON: its checkpoints (kind and method each), the
-    run's method with the evidence for it, and its training log."""
+def _run_info(run, opened: list[tuple]) -> RunInfo:
+    """A run's inputs: its checkpoints (kind and method each), the run's method with the
+    evidence for it, and its training log."""
     sources = {id(ref): s for ref, s in opened}
-    ckpts = [_checkpoint_meta(c, sources[id(c)]) for c in run.checkpoints]
-    method, evidence = run_method(run.path, [c["method"] for c in ckpts])
-    return {"label": run.label, "path": run.path, "method": method, "method_evidence": evidence,
-            "checkpoints": ckpts, "log": list(run.log)}
+    ckpts = tuple(_checkpoint_info(c, sources[id(c)]) for c in run.checkpoints)
+    method, evidence = run_method(run.path, [c.method for c in ckpts])
+    return RunInfo(run.label, run.path, method, evidence, ckpts, tuple(run.log))
 
 
-def _checkpoint_meta(ref, source) -> dict:
-    """One checkpoint's entry; "magnitude_axes" where its format lets DoRA's axis vary (LyCORIS)."""
-    meta = {"name": ref.name, "step": ref.step, "path": ref.path, "kind": source.kind, "method": source.method}
-    if source.magnitude_axes:
-        meta["magnitude_axes"] = list(source.magnitude_axes)
-    return meta
+def _checkpoint_info(ref, source) -> CheckpointInfo:
+    return CheckpointInfo(ref.name, ref.step, ref.path, source.kind, source.method, tuple(source.magnitude_axes))
 
 
 def _nothing_matched(base: str | os.PathLike, plan) -> str:

@@ -79,8 +79,23 @@ def _layer_quantities(x: np.ndarray, y: np.ndarray, mask: np.ndarray, d: np.ndar
             "xd": x * dm, "yd": y * dm}
 
 
-def _standardized(cube: Cube) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """x, y (L, G) shifted and scaled per module over the present cells, mask (L, G), centred depth.
+@dataclass(frozen=True)
+class _Standardized:
+    """A cube as every statistic reads it (``_standardized``): x, y, mask (L, G), G = C x M,
+    the centred depth (L,), the (C, M) shape of a layer, and the per-layer terms of the sums
+    in ``_Q`` laid side by side (L, len(_Q) x G)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray
+    depth: np.ndarray
+    shape: tuple[int, int]
+    terms: np.ndarray
+
+
+def _standardized(cube: Cube) -> _Standardized:
+    """The cube shifted and scaled per module over the present cells, computed once per cube
+    and shared by its observed value, bootstrap and permutations of every statistic.
 
     Every statistic is invariant to these per-module shifts and scales; they keep the sums of
     squares O(1) so that differences of sums lose no precision (ΔD is ~1e-6 with a far smaller
@@ -94,7 +109,9 @@ def _standardized(cube: Cube) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
                 sd = cells.std()
                 v[:, :, k] = (v[:, :, k] - cells.mean()) / (sd if sd > 0 else 1.0)
     depth = cube.depth - (cube.depth.mean() if L else 0.0)
-    return x.reshape(L, C * M), y.reshape(L, C * M), cube.mask.reshape(L, C * M), depth
+    x, y, mask = x.reshape(L, C * M), y.reshape(L, C * M), cube.mask.reshape(L, C * M)
+    q = _layer_quantities(x, y, mask, depth)
+    return _Standardized(x, y, mask, depth, (C, M), np.concatenate([q[k] for k in _Q], axis=1))
 
 
 def _r_from_sums(S: dict[str, np.ndarray], kind: str, shape: tuple[int, int]) -> np.ndarray:
@@ -134,33 +151,36 @@ def _r_from_sums(S: dict[str, np.ndarray], kind: str, shape: tuple[int, int]) ->
     return np.clip(r, -1.0, 1.0)
 
 
+def _weighted_sums(z: _Standardized, w_units: np.ndarray) -> dict[str, np.ndarray]:
+    """The sums ``_Q`` (B, G) for each row of layer weights ``w_units`` (B, L): one product for all."""
+    return dict(zip(_Q, np.split(w_units @ z.terms, len(_Q), axis=1)))
+
+
 def _batch_r(cube: Cube, w_units: np.ndarray, kind: str) -> np.ndarray:
     """r of ``kind`` for each row of layer weights ``w_units`` (B, L) -> (B,), NaN where undefined."""
-    x, y, mask, d = _standardized(cube)
-    q = _layer_quantities(x, y, mask, d)
-    sums = w_units @ np.concatenate([q[k] for k in _Q], axis=1)   # one product for all sums
-    return _r_from_sums(dict(zip(_Q, np.split(sums, len(_Q), axis=1))), kind, cube.mask.shape[1:])
+    z = _standardized(cube)
+    return _r_from_sums(_weighted_sums(z, w_units), kind, z.shape)
 
 
-def _permuted_r(cube: Cube, orders: np.ndarray, kind: str) -> np.ndarray:
-    """r of ``kind`` with ΔM's layers reordered by each row of ``orders`` (K, L) -> (K,); a cell
+def _permuted_sums(z: _Standardized, orders: np.ndarray) -> dict[str, np.ndarray]:
+    """The sums ``_Q`` (K, G) with ΔM's layers reordered by each row of ``orders`` (K, L); a cell
     counts where both its ΔD and the ΔM moved onto it exist."""
-    x, y, mask, d = _standardized(cube)
+    x, y, mask, d = z.x, z.y, z.mask, z.depth
     if mask.all():
         # Complete cubes (the usual case): only the sums pairing ΔM with ΔD or depth change.
-        fixed = {k: v.sum(0)[None] for k, v in _layer_quantities(x, y, mask, d).items()}
+        fixed = dict(zip(_Q, np.split(z.terms.sum(0)[None], len(_Q), axis=1)))
         yp = y[orders]
         S = {k: np.broadcast_to(v, (len(orders), v.shape[1])) for k, v in fixed.items()}
         S["xy"], S["yd"] = np.einsum("lg,klg->kg", x, yp), np.einsum("l,klg->kg", d, yp)
-        return _r_from_sums(S, kind, cube.mask.shape[1:])
+        return S
     mk = mask[None] & mask[orders]
     q = _layer_quantities(x[None], y[orders], mk, d)
-    return _r_from_sums({k: v.sum(1) for k, v in q.items()}, kind, cube.mask.shape[1:])
+    return {k: v.sum(1) for k, v in q.items()}
 
 
-def _chunked(cube: Cube, rows: int, evaluate) -> np.ndarray:
+def _chunked(z: _Standardized, rows: int, evaluate) -> np.ndarray:
     """``evaluate(start, stop)`` over row chunks small enough to bound memory."""
-    step = max(1, _CHUNK_CELLS // max(1, cube.mask.size))
+    step = max(1, _CHUNK_CELLS // max(1, z.mask.size))
     return np.concatenate([evaluate(i, min(rows, i + step)) for i in range(0, rows, step)]) if rows else np.empty(0)
 
 
@@ -222,18 +242,39 @@ def p_method(n_units: int) -> str:
     return f"permutation of layer labels of ΔM, {PERMUTATIONS} random orders, seed {SEED}, two-sided"
 
 
-def permutation_p(cube: Cube, kind: str, observed: float) -> float:
-    """Two-sided p: how often |r| with ΔM's layers shuffled (ΔD, checkpoints, modules kept) reaches
-    the observed |r|. The identity order is counted, so p is never 0."""
-    if math.isnan(observed):
-        return math.nan
-    orders = permutations(len(cube.units))
-    r = _chunked(cube, len(orders), lambda a, b: _permuted_r(cube, orders[a:b], kind))
-    ok = np.isfinite(r)
-    return float((np.abs(r[ok]) >= abs(observed) - 1e-12).sum() / ok.sum())
+def permutation_ps(z: _Standardized, n_units: int, observed: dict[str, float]) -> dict[str, float]:
+    """Two-sided p per statistic: how often |r| with ΔM's layers shuffled (ΔD, checkpoints,
+    modules kept) reaches the observed |r|; NaN where the observed r is. The identity order is
+    counted, so p is never 0. The shuffled sums are computed once for all statistics."""
+    kinds = [k for k, r in observed.items() if not math.isnan(r)]
+    out = dict.fromkeys(observed, math.nan)
+    if not kinds:
+        return out
+    orders = permutations(n_units)
+
+    def evaluate(a: int, b: int) -> np.ndarray:
+        S = _permuted_sums(z, orders[a:b])
+        return np.stack([_r_from_sums(S, k, z.shape) for k in kinds], axis=1)
+
+    r = _chunked(z, len(orders), evaluate)
+    for i, k in enumerate(kinds):
+        ok = np.isfinite(r[:, i])
+        out[k] = float((np.abs(r[ok, i]) >= abs(observed[k]) - 1e-12).sum() / ok.sum())
+    return out
 
 
-def estimate_all(cube: Cube, kind: str) -> Estimate:
-    r = estimate(cube, kind)
-    lo, hi = percentile_ci(bootstrap(cube, kind)) if not math.isnan(r) else (math.nan, math.nan)
-    return Estimate(r, lo, hi, permutation_p(cube, kind, r))
+def estimate_all(cube: Cube) -> dict[str, Estimate]:
+    """Every statistic of ``KINDS`` on ``cube`` with its bootstrap CI and permutation p; the cube
+    is standardised once and each set of sums (observed, resampled, permuted) serves all three."""
+    z, n_units = _standardized(cube), len(cube.units)
+    observed = {k: float(r[0]) for k, r in _rs(_weighted_sums(z, np.ones((1, n_units))), z.shape).items()}
+    ci = dict.fromkeys(KINDS, (math.nan, math.nan))
+    if any(not math.isnan(r) for r in observed.values()):
+        resampled = _rs(_weighted_sums(z, bootstrap_weights(n_units)), z.shape)
+        ci.update({k: percentile_ci(resampled[k]) for k, r in observed.items() if not math.isnan(r)})
+    p = permutation_ps(z, n_units, observed)
+    return {k: Estimate(observed[k], *ci[k], p[k]) for k in KINDS}
+
+
+def _rs(S: dict[str, np.ndarray], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    return {k: _r_from_sums(S, k, shape) for k in KINDS}

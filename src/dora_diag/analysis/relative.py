@@ -11,11 +11,12 @@ import math
 
 import pandas as pd
 
+from ..methods import METHODS
 from . import coupling
 from .stats import MIN_POINTS, make_cube, unit_keys
 
 KIND = "partial"
-REFERENCE_METHODS = ("ft", "dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude")
+REFERENCE_METHODS = ("ft", *(name for name, m in METHODS.items() if m.magnitude))
 
 
 def relative_evidence(analysis, run: str) -> list[dict]:

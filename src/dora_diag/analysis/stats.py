@@ -12,8 +12,6 @@ import math
 
 import numpy as np
 import pandas as pd
-# scipy.special, not scipy.stats: the latter adds ~0.5-1 s to every command's start-up.
-from scipy.special import betainc
 
 from ..architecture.modules import in_model_order
 from . import coupling
@@ -43,6 +41,9 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict:
     out["n"] = n
     if n < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out
+    # scipy.special, not scipy.stats (~0.5-1 s more), and only here: a CSV-only run needs neither.
+    from scipy.special import betainc
+
     r = _pearson(x, y)
     # Two-sided p of t = r sqrt((n-2)/(1-r^2)) on n-2 degrees of freedom, in its beta form.
     out["pearson_r"], out["naive_p"] = r, float(betainc((n - 2) / 2, 0.5, max(0.0, 1 - r * r)))
@@ -104,8 +105,9 @@ def make_cube(pts: pd.DataFrame, units: list | None = None) -> Cube:
 def coupling_record(cube: Cube) -> dict:
     """The three layer-level statistics of one cube, with their CIs, p-values and methods."""
     out = {"units": len(cube.units), "checkpoints": int(cube.mask.any(axis=(0, 2)).sum())}
-    for kind in KINDS:
-        e = coupling.estimate_all(cube, kind) if len(cube.units) >= MIN_POINTS else coupling.Estimate(*[math.nan] * 4)
+    estimates = (coupling.estimate_all(cube) if len(cube.units) >= MIN_POINTS
+                 else dict.fromkeys(KINDS, coupling.Estimate(*[math.nan] * 4)))
+    for kind, e in estimates.items():
         if kind != "pearson":
             out[f"{kind}_r"] = e.r
         out.update({f"{kind}_ci_low": e.ci_low, f"{kind}_ci_high": e.ci_high, f"{kind}_p": e.p})
@@ -114,10 +116,10 @@ def coupling_record(cube: Cube) -> dict:
     return out
 
 
-def module_stats(table: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:
+def module_stats(pts: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:
     """One row per run x module type (fused groups included) and a ``(pooled)`` row per run over
-    all whole-tensor module types, z-scored within each. Columns: ``MODULE_COLUMNS``."""
-    pts = fit_points(table)
+    all whole-tensor module types, z-scored within each, from the fit points ``pts``
+    (``fit_points``). Columns: ``MODULE_COLUMNS``."""
     records = []
     for run in runs:
         rp = pts[pts["run"] == run]
@@ -129,10 +131,9 @@ def module_stats(table: pd.DataFrame, methods: dict[str, str], runs: list[str]) 
     return pd.DataFrame.from_records(records, columns=MODULE_COLUMNS)
 
 
-def expert_stats(table: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:
+def expert_stats(pts: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:
     """The ``--by-expert`` view: one row per run x module type x expert of MoE layers (tensors with
-    an expert index), each fit over that expert's (layer, checkpoint) points."""
-    pts = fit_points(table)
+    an expert index), each fit over that expert's (layer, checkpoint) points of ``pts`` (``fit_points``)."""
     pts = pts[pts["expert"].notna()] if "expert" in pts.columns else pts.iloc[:0]
     records = []
     for run in runs:
@@ -173,11 +174,11 @@ def _module_order(pts: pd.DataFrame) -> list[str]:
     return in_model_order(pts["module"])
 
 
-def layer_stats(table: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:
-    """One naive fit per run x layer over its (module, checkpoint) points, z-scored within
-    module type. A layer's points all share that layer, so there is no independent unit here:
-    these are descriptive, without a layer-level CI."""
-    pts = standardize_within(fit_points(table[table["group"] == ""]), ["run", "module"])
+def layer_stats(pts: pd.DataFrame, methods: dict[str, str], runs: list[str]) -> pd.DataFrame:
+    """One naive fit per run x layer over its whole-tensor (module, checkpoint) points of ``pts``
+    (``fit_points``), z-scored within module type. A layer's points all share that layer, so
+    there is no independent unit here: these are descriptive, without a layer-level CI."""
+    pts = standardize_within(pts[pts["group"] == ""], ["run", "module"])
     records = []
     for run in runs:
         rp = pts[pts["run"] == run]

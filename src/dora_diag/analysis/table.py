@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
-import torch
 
 from ..metrics.kernels import ChannelChanges
 from .plan import TensorPlan
@@ -23,7 +23,7 @@ def summarize(ch: ChannelChanges, index: slice | list[int] | None = None) -> dic
     are left out (the row is flagged "nonfinite")."""
     sel = (lambda x: x) if index is None else (lambda x: x[index])  # noqa: E731
     finite = ~sel(ch.nonfinite)
-    dm, dd, m0, zero = sel(ch.dm).abs()[finite], sel(ch.dd)[finite], sel(ch.m0)[finite], sel(ch.zero)[finite]
+    dm, dd, m0, zero = np.abs(sel(ch.dm))[finite], sel(ch.dd)[finite], sel(ch.m0)[finite], sel(ch.zero)[finite]
     live = ~zero
     return {
         "delta_m": _mean(dm),
@@ -40,8 +40,8 @@ def is_zero_change(target, stats: dict) -> bool:
     return not target.source.stored and stats["delta_m"] == 0 and stats["delta_d"] == 0
 
 
-def _mean(x: torch.Tensor) -> float:
-    return float(x.mean()) if x.numel() else math.nan
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else math.nan
 
 
 def rows_for(plan: TensorPlan, results: list[TargetResult]) -> list[dict]:

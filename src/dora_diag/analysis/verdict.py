@@ -23,11 +23,12 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit
 
 from ..errors import InputError
 from ..io.method import LORA_FAMILY
+from ..methods import METHODS
 from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS
+from ..records import Verdict
 from .relative import relative_evidence
 from .stats import POOLED
 from .table import ZERO_CHANGE
@@ -46,7 +47,7 @@ STAT_KEYS = ("n", "units", "checkpoints", "pearson_r", "pearson_ci_low", "pearso
 
 
 def verdict(analysis, min_r: float = CHECK_MIN_R, alpha: float = CHECK_ALPHA, min_units: int = CHECK_MIN_UNITS,
-            trials: dict[str, dict] | None = None) -> list[dict]:
+            trials: dict[str, dict] | None = None) -> list[Verdict]:
     """One verdict per run of ``analysis``; ``trials[run]`` is a matched trial block
     (``train.trial.run_trial``) for that run, if one was run."""
     check_thresholds(min_r, alpha, min_units)
@@ -62,11 +63,9 @@ def verdict(analysis, min_r: float = CHECK_MIN_R, alpha: float = CHECK_ALPHA, mi
         relative = relative_evidence(analysis, run) if method in LORA_FAMILY else []
         trial = (trials or {}).get(run)
         decision = decide(pooled, method, th, relative, trial, unchanged=_unchanged(analysis.table, run))
-        out.append({"run": run, "method": method, **decision,
-                    "statistic": STATISTIC, "statistic_why": STATISTIC_WHY, "thresholds": dict(th),
-                    "pooled": pooled, "modules": modules,
-                    "relative": relative, "trial": trial, "ci_method": _first(rows, "ci_method"),
-                    "p_method": _first(rows, "p_method")})
+        out.append(Verdict(run, method, **decision, statistic=STATISTIC, statistic_why=STATISTIC_WHY,
+                           thresholds=dict(th), pooled=pooled, modules=tuple(modules), relative=tuple(relative),
+                           trial=trial, ci_method=_first(rows, "ci_method"), p_method=_first(rows, "p_method")))
     return out
 
 
@@ -184,7 +183,7 @@ def _pattern_note(method: str) -> str:
     if method == "ft":
         return ("Full fine-tuning is the reference pattern the heuristic compares LoRA with "
                 "(the paper reports r = −0.62 on VL-BART).")
-    if method in ("dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude"):
+    if method in METHODS and METHODS[method].magnitude:
         return "This is DoRA's own pattern (the paper reports r = −0.31 for DoRA on VL-BART)."
     return "The method is unknown: nothing is decided about it."
 
@@ -227,6 +226,8 @@ def judge_trial(trial: dict, alpha: float) -> tuple[str, str]:
     mean = float(diffs.mean()) if k else math.nan
     if k < 2 or not np.isfinite(diffs).all():
         return "inconclusive", f"eval loss DoRA − LoRA = {_g(mean)} from {k} seed(s), too few for an interval"
+    from scipy.special import stdtrit   # imported where a trial is judged (a start-up cost otherwise)
+
     sd = float(diffs.std(ddof=1))
     half = float(stdtrit(k - 1, 1 - alpha / 2)) * sd / math.sqrt(k)
     lo, hi = mean - half, mean + half

@@ -27,10 +27,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from ..architecture import match_names
+from ..arrays import NUMPY, torch_ops
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.safetensors_file import RowReader, TensorInfo
 from ..io.sources import FineTunedSource, open_source
 from ..options import DEFAULT_BLOCK_BYTES
+from ..records import VerifyInfo
 from ..runtime import tune_allocator
 from .executors import make_executor
 from .verify_sums import Agreement, diagnose, stream_sums, transposed_rows
@@ -48,7 +50,7 @@ class Verification:
     and the inputs; ``problems`` has one line per thing that is off, ``ok`` is True when none is."""
 
     records: list[dict]
-    meta: dict
+    meta: VerifyInfo
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -62,7 +64,7 @@ class Verification:
         return out
 
     def to_dict(self) -> dict:
-        return {**self.meta, "ok": self.ok, "counts": self.counts(), "problems": self.problems,
+        return {**self.meta.to_json(), "ok": self.ok, "counts": self.counts(), "problems": self.problems,
                 "tensors": self.records}
 
     def to_json(self, path: str | os.PathLike) -> None:
@@ -78,6 +80,15 @@ class _Inputs:
     source: FineTunedSource | None
     rtol: float
     block_bytes: int
+
+    @property
+    def ops(self):
+        """numpy arrays (no torch to import), or torch tensors where an adapter computes with them."""
+        return NUMPY if self.source is None else torch_ops()
+
+    def rows(self, info: TensorInfo):
+        """``(start, stop) -> rows start:stop`` of ``info``, as ``ops``' arrays."""
+        return lambda start, stop: self.reader.read_rows(info, start, stop, ops=self.ops)
 
 
 @dataclass(frozen=True)
@@ -141,9 +152,8 @@ def verify(base: str | os.PathLike, merged: str | os.PathLike, adapter: str | os
     used = set(to_merged.values())
     records += [_record(n, "extra", "only in the merged checkpoint")
                 for n in sorted(merged_ckpt.tensors) if n not in used]
-    meta = {"tool": "dora-diag verify", "base": os.fspath(base), "merged": os.fspath(merged),
-            "adapter": None if adapter is None else os.fspath(adapter), "rtol": rtol,
-            "adapter_kind": source.kind if source else None, "executor": runner.meta()}
+    meta = VerifyInfo(os.fspath(base), os.fspath(merged), None if adapter is None else os.fspath(adapter), rtol,
+                      source.kind if source else None, runner.meta())
     return Verification(records, meta, _problems(records, source is not None))
 
 
@@ -163,7 +173,7 @@ def _check(name: str, base: TensorInfo, merged: TensorInfo | None, adapted: bool
     source = inputs.source if adapted else None
     if merged.shape != base.shape:
         return {**_shape_mismatch(name, base, merged, source, inputs), "adapted": adapted}
-    a = _agreement(name, base, merged, source, inputs, lambda s, t: inputs.reader.read_rows(merged, s, t))
+    a = _agreement(name, base, merged, source, inputs, inputs.rows(merged))
     if not a.finite:
         return _record(name, "mismatch", "NaN or Inf values (in the merged or the base tensor)", adapted=adapted)
     if inputs.source is None:
@@ -181,7 +191,7 @@ def _adapted_record(name: str, base: TensorInfo, merged: TensorInfo, a: Agreemen
         return _record(name, "unchanged", "equals the base although the adapter changes it: dropped in the merge",
                        a.rel_deviation, True)
     source = inputs.source
-    a = _agreement(name, base, merged, source, inputs, lambda s, t: inputs.reader.read_rows(merged, s, t), True)
+    a = _agreement(name, base, merged, source, inputs, inputs.rows(merged), True)
     detail = diagnose(a, source.rank_and_scale(name), source.kind)
     square = len(base.shape) == 2 and base.shape[0] == base.shape[1]
     if detail is None and square and _transposed(name, base, merged, source, inputs):
@@ -196,7 +206,7 @@ def _agreement(name: str, base: TensorInfo, merged: TensorInfo, source: FineTune
     def expected(b, start, stop):
         return b if source is None else source.rows(name, b, start, stop)
 
-    sums = stream_sums(base, lambda s, t: inputs.reader.read_rows(base, s, t), merged_rows, expected,
+    sums = stream_sums(base, inputs.rows(base), merged_rows, expected,
                        inputs.block_bytes, per_channel)
     noise = NOISE_ULPS * max(UNIT_ROUNDOFF[merged.dtype], UNIT_ROUNDOFF[base.dtype])
     return Agreement(sums, noise, inputs.rtol)
@@ -205,7 +215,7 @@ def _agreement(name: str, base: TensorInfo, merged: TensorInfo, source: FineTune
 def _transposed(name: str, base: TensorInfo, merged: TensorInfo, source: FineTunedSource | None,
                 inputs: _Inputs) -> bool:
     """Whether Mᵀ agrees with E (reads the merged tensor whole, once)."""
-    rows = transposed_rows(merged, inputs.reader.read_all(merged))
+    rows = transposed_rows(merged, inputs.reader.read_all(merged, inputs.ops))
     return _agreement(name, base, merged, source, inputs, rows).ok
 
 

@@ -15,12 +15,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-
+from ..arrays import ieee, ops_of
 from ..io.safetensors_file import TensorInfo
 from ..runtime import intra_op_threads
 
-Rows = Callable[[int, int], torch.Tensor]     # (start, stop) -> rows (stop - start, cols), float
+# (start, stop) -> rows (stop - start, cols), float: numpy arrays or torch tensors (``arrays``)
+Rows = Callable[[int, int], object]
 
 
 @dataclass
@@ -31,8 +31,8 @@ class Sums:
     expected2: float
     dot: float
     # <M,E>, ‖E‖², ‖M‖² per row (rows,) and per column (cols,); only when asked for (diagnosis)
-    by_row: tuple[torch.Tensor, ...] = ()
-    by_col: tuple[torch.Tensor, ...] = ()
+    by_row: tuple = ()
+    by_col: tuple = ()
 
 
 def stream_sums(base: TensorInfo, base_rows: Rows, merged_rows: Rows, expected_rows: Callable,
@@ -44,40 +44,38 @@ def stream_sums(base: TensorInfo, base_rows: Rows, merged_rows: Rows, expected_r
     # Memory-bound fp64 passes over MB-sized blocks: torch's worker threads gain nothing there and
     # lose much on a busy machine (measured: 19 s with 2 threads, 3.2 s with 1, for 16 fp32
     # 2048x2048 tensors on 2 shared cores).
-    with intra_op_threads(1):
+    with intra_op_threads(1), ieee():
         return _sums(rows, cols, step, base_rows, merged_rows, expected_rows, per_channel)
 
 
 def _sums(rows: int, cols: int, step: int, base_rows: Rows, merged_rows: Rows, expected_rows: Callable,
           per_channel: bool) -> Sums:
-    totals = torch.zeros(5, dtype=torch.float64)
-    by_row = [torch.zeros(rows, dtype=torch.float64) for _ in range(3 if per_channel else 0)]
-    by_col = [torch.zeros(cols, dtype=torch.float64) for _ in range(3 if per_channel else 0)]
+    totals = [0.0] * 5
+    by_row, by_col = [], []
     for start in range(0, rows, step):
         stop = min(rows, start + step)
         raw = base_rows(start, stop)
+        ops = ops_of(raw)
+        if per_channel and not by_row:
+            by_row = [ops.zeros(rows, ops.float64) for _ in range(3)]
+            by_col = [ops.zeros(cols, ops.float64) for _ in range(3)]
         expected = expected_rows(raw, start, stop)
-        b = raw.reshape(-1).double()
-        e = b if expected is raw else expected.reshape(-1).double()
-        m = merged_rows(start, stop).reshape(-1).double()
+        b = ops.f64(raw.reshape(-1))
+        e = b if expected is raw else ops.f64(expected.reshape(-1))
+        m = ops.f64(merged_rows(start, stop).reshape(-1))
         d = m - e
-        zero = torch.zeros((), dtype=torch.float64)
         if e is b:   # nothing expected to change: M − E is M − B, E − B is zero
-            totals += torch.stack([_norm2(d), zero, _norm2(d), _norm2(e), zero])
+            terms = [ops.norm2(d), 0.0, ops.norm2(d), ops.norm2(e), 0.0]
         else:
             c, moved = e - b, m - b
-            totals += torch.stack([_norm2(d), _norm2(c), _norm2(moved), _norm2(e), moved.dot(c)])
+            terms = [ops.norm2(d), ops.norm2(c), ops.norm2(moved), ops.norm2(e), float(moved.dot(c))]
+        totals = [t + x for t, x in zip(totals, terms)]
         if per_channel:
             products = [(x * y).reshape(stop - start, cols) for x, y in ((m, e), (e, e), (m, m))]
             for acc_row, acc_col, x in zip(by_row, by_col, products):
-                acc_row[start:stop] = x.sum(1)
-                acc_col += x.sum(0)
-    return Sums(*totals.tolist(), tuple(by_row), tuple(by_col))
-
-
-def _norm2(x: torch.Tensor) -> torch.Tensor:
-    """‖x‖² of a 1-D fp64 tensor (vector_norm is several times faster than x.dot(x) on CPU)."""
-    return torch.linalg.vector_norm(x).square()
+                acc_row[start:stop] = ops.sum(x, 1)
+                acc_col += ops.sum(x, 0)
+    return Sums(*totals, tuple(by_row), tuple(by_col))
 
 
 @dataclass
@@ -150,11 +148,12 @@ def _scale_explanations(rank_scale: tuple[int, float] | None) -> list[tuple[str,
 def _rescaled_channels(a: Agreement, kind: str) -> str | None:
     """Every channel along one axis parallel to the expected one, with other lengths."""
     for axis, (me, ee, mm) in (("output", a.sums.by_row), ("input", a.sums.by_col)):
+        ops = ops_of(ee)
         live = ee > 0
-        off_parallel = (mm - me.square() / ee.where(live, torch.ones_like(ee))).where(live, mm).clamp_min(0).sum()
+        off_parallel = ops.clamp(ops.where(live, mm - me * me / ops.where(live, ee, 1.0), mm), 0.0).sum()
         if math.sqrt(float(off_parallel)) > a.tolerance:
             continue
-        ratio = (me[live] / ee[live]).abs()
+        ratio = abs(me[live] / ee[live])
         lengths = f"length ratios {float(ratio.min()):.4g}..{float(ratio.max()):.4g} per {axis} channel"
         if kind == "dora":
             return (f"directions match, magnitudes do not ({lengths}): the DoRA magnitude was dropped "
@@ -163,7 +162,7 @@ def _rescaled_channels(a: Agreement, kind: str) -> str | None:
     return None
 
 
-def transposed_rows(info: TensorInfo, full: torch.Tensor) -> Rows:
+def transposed_rows(info: TensorInfo, full) -> Rows:
     """Rows of Mᵀ from the whole merged tensor (read once, only to test this diagnosis)."""
     m = full.reshape(info.shape[0], -1)
     return lambda start, stop: m[:, start:stop].T

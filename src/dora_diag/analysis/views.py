@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-import torch
-
 from ..architecture import orientation
 from ..io.safetensors_file import TensorInfo
 from ..io.sources import FineTunedSource
@@ -71,11 +69,10 @@ class StoredView:
     def infos(self) -> dict[str, TensorInfo]:
         return {self.info.name: self.info}
 
-    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
-             out: torch.Tensor | None = None) -> torch.Tensor:
+    def rows(self, name: str, base_rows, start: int, stop: int, out=None):
         return self._reader.read_rows(self.info, start, stop, out)
 
-    def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str) -> None:
+    def channel_sums(self, name: str, base_rows, start: int, stop: int, axis: str) -> None:
         return None
 
     def rank_and_scale(self, name: str) -> None:

@@ -1,7 +1,7 @@
 """Warnings of a comparison: what the table flags or the plan left out that a user must see.
 
 One line each, aggregated per checkpoint so that a broken model gives a few lines, not one per
-tensor. ``compare`` stores them in ``Analysis.meta["warnings"]``; the CLI prints them to stderr.
+tensor. ``compare`` stores them in ``Analysis.meta.warnings``; the CLI prints them to stderr.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import click
 
 from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS, CHECK_TRIAL_SEEDS
 from ..outputs.paths import check_outputs
+from ..records import Verdict
 from .executors import executor_kwargs, executor_options
 from .messages import echo, print_warnings
 from .numbers import FiniteRange
@@ -26,14 +27,15 @@ def stat_line(label: str, s: dict) -> str:
             f"p={_fmt(s['partial_p'], '.2g')}  Pearson r={_fmt(s['pearson_r'], '+.2f')}")
 
 
-def print_verdict(v: dict) -> None:
-    echo(f"{v['run']} ({v['method']}): {v['headline']}")
-    echo(stat_line("pooled", v["pooled"]))
-    for m in v["modules"]:
+def print_verdict(v: Verdict) -> None:
+    """One ``records.Verdict``: headline, statistics, decision, why and note."""
+    echo(f"{v.run} ({v.method}): {v.headline}")
+    echo(stat_line("pooled", v.pooled))
+    for m in v.modules:
         echo(stat_line(m["module"], m))
-    echo(f"  decision: {v['decision']} (decided by {v['decided_by']}; statistic: {v['statistic_why']})")
-    echo(f"  why: {v['reason']}")
-    echo(f"  note: {v['note']}")
+    echo(f"  decision: {v.decision} (decided by {v.decided_by}; statistic: {v.statistic_why})")
+    echo(f"  why: {v.reason}")
+    echo(f"  note: {v.note}")
 
 
 def _trials(analysis, base: str, steps, seeds: int, data, device: str, quiet: bool) -> dict[str, dict]:
@@ -42,10 +44,10 @@ def _trials(analysis, base: str, steps, seeds: int, data, device: str, quiet: bo
     from ..train.trial import run_trial
 
     out = {}
-    for run in analysis.meta["runs"]:
-        if run["method"] in LORA_FAMILY:
-            out[run["label"]] = run_trial(base, run["path"], steps=steps, seeds=seeds, data=data, device=device,
-                                          progress=_trial_progress(run["label"], quiet))
+    for run in analysis.meta.runs:
+        if run.method in LORA_FAMILY:
+            out[run.label] = run_trial(base, run.path, steps=steps, seeds=seeds, data=data, device=device,
+                                       progress=_trial_progress(run.label, quiet))
     return out
 
 
@@ -112,8 +114,8 @@ def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_st
     eval loss came out higher, and on the 4-layer builtin model it never decides. --trial
     measures DoRA against LoRA directly and decides when its interval excludes zero.
     """
-    from ..analysis.check import check as run_check
-    from ..analysis.verdict import verdict
+    from ..analysis.compare import compare
+    from ..analysis.verdict import check_thresholds, verdict
     from ..io.run_base import base_of_run
 
     base, runs = (paths[0], paths[1:]) if len(paths) > 1 else (base_of_run(paths[0]), paths)
@@ -121,13 +123,15 @@ def check_cmd(paths, out, json_, min_r, significance, min_units, trial, trial_st
     if base is None:
         return _audit(paths[0], axis, json_, out, block_mb, quiet)
     thresholds = {"min_r": min_r, "alpha": significance, "min_units": min_units}
-    analysis = run_check(base, *runs, **thresholds, progress=BarProgress("checking", not quiet),
-                         **stream_kwargs(axis, device, split_fused, allow_partial, block_mb),
-                         **executor_kwargs(executor, ray_address, task_mb))
+    check_thresholds(**thresholds)
+    # analysis.check.check's steps, with the trials (which need the comparison's runs) between
+    # comparing and judging, so that the verdicts are computed once.
+    analysis = compare(base, *runs, progress=BarProgress("checking", not quiet),
+                       **stream_kwargs(axis, device, split_fused, allow_partial, block_mb),
+                       **executor_kwargs(executor, ray_address, task_mb))
     print_warnings(analysis, quiet)
-    if trial:
-        analysis.verdicts = verdict(analysis, **thresholds,
-                                    trials=_trials(analysis, base, trial_steps, trial_seeds, data, device, quiet))
+    trials = _trials(analysis, base, trial_steps, trial_seeds, data, device, quiet) if trial else None
+    analysis = analysis.with_verdicts(verdict(analysis, **thresholds, trials=trials))
     if json_:
         analysis.to_json(json_)
     if out:

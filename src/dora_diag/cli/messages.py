@@ -27,7 +27,7 @@ def error(text: str) -> None:
 
 
 def print_warnings(analysis, quiet: bool) -> None:
-    """``analysis.meta["warnings"]`` on stderr, unless ``quiet``."""
+    """``analysis.meta.warnings`` on stderr, unless ``quiet``."""
     if not quiet:
-        for w in analysis.meta.get("warnings", []):
+        for w in analysis.meta.warnings:
             click.echo(f"dora-diag: warning: {one_line(w)}", err=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..options import DEVICES, QUANTIZE, TRAIN_METHODS
+from ..methods import METHODS
+from ..options import DEVICES, QUANTIZE
 from ..train.config import DEFAULT_LR, SMALL_MODEL_PARAMS, WARMUP_FRACTION, TrainConfig
 
 # One source for the defaults: TrainConfig's fields (torch-free module, so --help stays fast).
@@ -61,9 +62,8 @@ def _eval_text(record: dict) -> str:
 
 
 @click.command("train")
-@click.option("--method", type=click.Choice(TRAIN_METHODS), default=_default("method"), show_default=True,
-              help="ft = full fine-tuning; dora-magnitude-only = direction+magnitude on --targets, "
-                   "magnitude only on --magnitude-only (the paper's reduced granularity).")
+@click.option("--method", type=click.Choice(list(METHODS)), default=_default("method"), show_default=True,
+              help="; ".join(f"{m.name} = {m.help}" for m in METHODS.values()) + ".")
 @click.option("--model", default=_default("model"), show_default=True,
               help="'builtin' (small torch transformer, base trained on task A), a builtin model "
                    "directory, or a local Hugging Face model directory (needs the 'hf' extra).")

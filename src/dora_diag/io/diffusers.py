@@ -10,7 +10,6 @@ factors, alpha = rank, scale 1.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ..errors import InputError
@@ -21,17 +20,9 @@ from .module_scales import ModuleScales
 from .peft import AdapterSource
 from .peft_config import PeftConfig, parse_adapter_config
 from .peft_keys import group_keys
-from .safetensors_file import TensorInfo, read_header
+from .safetensors_file import read_header
 
-DIFFUSERS_LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 LORA_METADATA = "lora_adapter_metadata"
-# Components diffusers' LoRA loaders prefix their keys with.
-LORA_KEY = re.compile(r"^(unet|transformer|prior|text_encoder(?:_\d)?)\..+\.lora_(?:A|B|magnitude_vector)\b")
-
-
-def is_diffusers_lora(tensors: dict[str, TensorInfo]) -> bool:
-    """PEFT LoRA keys behind a pipeline component, as ``save_lora_weights`` writes them."""
-    return any(LORA_KEY.match(k) for k in tensors)
 
 
 def open_diffusers_lora(path: str, base: Checkpoint) -> AdapterSource:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
+from ..arrays import ops_of
 from ..errors import InputError
 from .safetensors_file import TensorInfo
 
@@ -29,20 +28,22 @@ class Fp8Scale:
     block: tuple[int, int]      # rows x columns of the weight that share one scale value
 
     @staticmethod
-    def grid(values: torch.Tensor) -> torch.Tensor:
-        """Stored scale values, any of the layouts, as the fp32 (row blocks, column blocks) matrix."""
-        return values.float().reshape(-1, values.shape[-1] if values.dim() == 2 else 1)
+    def grid(values):
+        """Stored scale values, any of the layouts, as the fp32 (row blocks, column blocks) matrix
+        (a numpy array or torch tensor, as ``values``)."""
+        return ops_of(values).f32(values).reshape(-1, values.shape[-1] if values.ndim == 2 else 1)
 
-    def dequantize(self, q: torch.Tensor, start: int, values: torch.Tensor) -> torch.Tensor:
+    def dequantize(self, q, start: int, values):
         """fp32 rows ``start:start + n`` of ``W`` from its fp8 rows ``q`` (n, cols).
 
-        ``values`` is ``grid`` of the whole scale tensor, on ``q``'s device.
+        ``values`` is ``grid`` of the whole scale tensor, of ``q``'s kind and on its device.
         """
+        ops = ops_of(q)
         rows, cols = self.block
-        s = values[torch.arange(start, start + q.shape[0], device=q.device) // rows]   # (n, column blocks)
+        s = values[ops.arange(start, start + q.shape[0], q) // rows]   # (n, column blocks)
         if s.shape[1] > 1:
-            s = s.repeat_interleave(cols, dim=1)[:, : q.shape[1]]
-        return q.float() * s
+            s = ops.repeat(s, cols, 1)[:, : q.shape[1]]
+        return ops.f32(q) * s
 
 
 def find_scale(name: str, tensors: dict[str, TensorInfo], config: dict) -> Fp8Scale | str | None:

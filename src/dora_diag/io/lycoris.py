@@ -23,29 +23,14 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError, UnsupportedError
+from .adapter_formats import FACTORS, OTHER_ALGORITHMS, PARTS, is_lycoris_file  # noqa: F401 (is_lycoris_file: re-exported)
 from .checkpoint import Checkpoint
-from .kohya_names import FlatIndex, has_kohya_prefix
+from .kohya_names import FlatIndex
 from .module_scales import ModuleScales
 from .peft import AdapterSource, _Entry, check_whole_size
 from ..metrics.lowrank import LowRankDelta
 from .peft_keys import AdapterModule
 from .safetensors_file import RowReader, TensorInfo, read_header
-
-FACTORS = ("lora_down.weight", "lora_up.weight")
-PARTS = frozenset((*FACTORS, "lora_mid.weight", "alpha", "dora_scale"))
-# Key suffixes of the other LyCORIS algorithms, to name what is skipped.
-OTHER_ALGORITHMS = {"hada_w1_a": "LoHa", "hada_t1": "LoHa", "lokr_w1": "LoKr", "lokr_w1_a": "LoKr",
-                    "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "oft_blocks": "OFT/BOFT", "diff": "full (diff)",
-                    "a1.weight": "GLoRA", "on_input": "IA3", "w_norm": "norm", "lambda_layer": "T-LoRA"}
-
-
-def is_lycoris_file(tensors: dict[str, TensorInfo]) -> bool:
-    """Every key is ``<kohya prefix>_<module>.<part>`` and some part is a LyCORIS weight."""
-    if not tensors or not all(has_kohya_prefix(k) and "." in k for k in tensors):
-        return False
-    parts = {k.split(".", 1)[1] for k in tensors}
-    return bool(parts & (PARTS | set(OTHER_ALGORITHMS)))
-
 
 @dataclass
 class _Module:

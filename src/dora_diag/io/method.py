@@ -12,11 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from ..methods import METHODS as TRAINED, TRAIN_METHODS, peft_method
 from .json_limits import load_json_file, parse_json
 
-METHODS = ("ft", "lora", "rslora", "dora", "dvora", "dora-magnitude-only", "dora-frozen-magnitude", "unknown")
+# What a run can be: a method our trainer has (dora_diag.methods), "rslora" (LoRA with
+# use_rslora, from any trainer) or "unknown".
+METHODS = (*TRAIN_METHODS, "rslora", "unknown")
 # Runs the "will DoRA help?" question is asked of: low-rank updates without a learned magnitude.
-LORA_FAMILY = ("lora", "rslora")
+LORA_FAMILY = (*(n for n, m in TRAINED.items() if m.adapter and not m.magnitude), "rslora")
 TRAIN_CONFIG = "train_config.json"
 TRAINER_METADATA = "dora_diag"   # safetensors metadata key of adapters our trainer wrote
 
@@ -26,7 +29,7 @@ def adapter_method(use_dora: bool, use_rslora: bool, ours: str | None) -> str:
     declared = _declared(ours)
     if declared is not None:
         return _with_rslora(declared, use_rslora)
-    return "dora" if use_dora else ("rslora" if use_rslora else "lora")
+    return _with_rslora(peft_method(use_dora), use_rslora)
 
 
 def _declared(ours: str | None) -> str | None:
@@ -41,7 +44,8 @@ def _declared(ours: str | None) -> str | None:
 
 
 def _with_rslora(method: str, use_rslora) -> str:
-    return "rslora" if method == "lora" and use_rslora is True else method
+    """PEFT's plain LoRA scaled by alpha/sqrt(r) is rsLoRA."""
+    return "rslora" if method == peft_method(False) and use_rslora is True else method
 
 
 def run_method(run_path: str, checkpoint_methods: list[str]) -> tuple[str, str]:

@@ -17,27 +17,14 @@ import struct
 import threading
 from dataclasses import dataclass
 
-import torch
-
+from ..arrays import ops_of, torch_ops
 from ..errors import InputError
 from .fd_pool import POOL
 from .json_limits import parse_json
 
-# safetensors dtype code -> (torch dtype, item size in bytes)
-DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "F64": (torch.float64, 8),
-    "F32": (torch.float32, 4),
-    "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2),
-    "F8_E4M3": (torch.float8_e4m3fn, 1),
-    "F8_E5M2": (torch.float8_e5m2, 1),
-    "I64": (torch.int64, 8),
-    "I32": (torch.int32, 4),
-    "I16": (torch.int16, 2),
-    "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1),
-    "BOOL": (torch.bool, 1),
-}
+# safetensors dtype code -> item size in bytes (the array types: ``arrays.NumpyOps``/``TorchOps``)
+ITEM_SIZES: dict[str, int] = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+                              "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 # Bounds on what a header may declare, so that memory stays bounded whatever a file says
 # (docs/supported.md). A parsed entry costs ~1 KB of Python objects: the tensor count bounds
@@ -65,7 +52,7 @@ class TensorInfo:
 
     @property
     def itemsize(self) -> int:
-        return DTYPES[self.dtype][1]
+        return ITEM_SIZES[self.dtype]
 
     @property
     def is_float(self) -> bool:
@@ -140,14 +127,14 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, size: int
     if not isinstance(entry, dict):
         raise _bad(path, f"entry for {name!r} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if not isinstance(dtype, str) or dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in ITEM_SIZES:
         raise _bad(path, f"tensor {name!r} has unknown dtype {dtype!r}")
     if not (isinstance(shape, list) and all(_is_int(s) and s >= 0 for s in shape)):
         raise _bad(path, f"tensor {name!r} has an invalid shape {shape!r}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise _bad(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
     begin, end = offsets
-    expected = math.prod(shape) * DTYPES[dtype][1]
+    expected = math.prod(shape) * ITEM_SIZES[dtype]
     if begin < 0 or end - begin != expected:
         raise _bad(path, f"tensor {name!r}: data_offsets {offsets} do not match shape {shape} of {dtype}")
     if data_start + end > size:
@@ -214,30 +201,32 @@ class RowReader:
         self.drop_behind = False
         self.bytes_read = 0
 
-    def read_rows(self, info: TensorInfo, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    def read_rows(self, info: TensorInfo, start: int, stop: int, out=None, ops=None):
         """Rows ``start:stop`` along axis 0, shape ``(stop - start, *info.shape[1:])``.
 
-        ``out``, a uint8 CPU tensor of at least that many bytes, is filled and viewed instead
-        of allocating (the streamer reuses one per source, two on CUDA).
+        ``out``, a uint8 CPU buffer (numpy array or torch tensor) of at least that many bytes, is
+        filled and viewed instead of allocating (the streamer reuses one per source, two on
+        CUDA); the rows are of ``out``'s kind (``arrays``), else of ``ops``' (torch tensors when
+        both are None).
         """
         nbytes = (stop - start) * info.row_bytes
-        buf = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]
+        buf = (ops or torch_ops()).empty_bytes(nbytes) if out is None else out[:nbytes]
         self._pread_into(info, buf, info.offset + start * info.row_bytes)
-        return buf.view(DTYPES[info.dtype][0]).view(stop - start, *info.shape[1:])
+        return ops_of(buf).view(buf, info.dtype, (stop - start, *info.shape[1:]))
 
-    def read_all(self, info: TensorInfo) -> torch.Tensor:
-        """The whole tensor (used for small tensors such as adapter factors)."""
-        if not info.shape:
-            buf = torch.empty(info.nbytes, dtype=torch.uint8)
-            self._pread_into(info, buf, info.offset)
-            return buf.view(DTYPES[info.dtype][0]).reshape(())
-        return self.read_rows(info, 0, info.shape[0])
+    def read_all(self, info: TensorInfo, ops=None):
+        """The whole tensor (small ones: adapter factors, fp8 scales), as ``ops``' arrays (torch
+        tensors when None)."""
+        ops = ops or torch_ops()
+        buf = ops.empty_bytes(info.nbytes)
+        self._pread_into(info, buf, info.offset)
+        return ops.view(buf, info.dtype, info.shape)
 
-    def _pread_into(self, info: TensorInfo, buf: torch.Tensor, offset: int) -> None:
+    def _pread_into(self, info: TensorInfo, buf, offset: int) -> None:
         with self._lock:
             self._paths.add(info.path)
         with POOL.fd(info.path) as fd:
-            done = self._pread_all(fd, info, memoryview(buf.numpy()), offset)
+            done = self._pread_all(fd, info, memoryview(ops_of(buf).numpy(buf)), offset)
             if self.drop_behind and self.readahead:
                 os.posix_fadvise(fd, offset, done, os.POSIX_FADV_DONTNEED)
         with self._lock:

@@ -10,13 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, Sequence
 
-import torch
-
 from ..errors import InputError
+from .adapter_formats import DIFFUSERS_LORA_WEIGHTS, is_diffusers_lora, is_lycoris_file
 from .checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, open_checkpoint
-from .diffusers import DIFFUSERS_LORA_WEIGHTS, is_diffusers_lora, open_diffusers_lora
-from .lycoris import is_lycoris_file, open_lycoris
-from .peft import open_adapter
 from .safetensors_file import STREAM_READAHEAD, RowReader, TensorInfo, read_header
 
 
@@ -38,17 +34,18 @@ class FineTunedSource(Protocol):
     def infos(self) -> dict[str, TensorInfo]:
         """Tensors this source can produce, by its own names (shapes as stored)."""
 
-    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
-             out: torch.Tensor | None = None) -> torch.Tensor:
+    def rows(self, name: str, base_rows, start: int, stop: int, out=None):
         """Fine-tuned rows ``start:stop`` of tensor ``name``, shaped like ``base_rows``.
 
-        Rows read from disk go into ``out`` (a uint8 buffer) when given; computed rows ignore it.
+        Rows read from disk go into ``out`` (a uint8 buffer, numpy or torch: the rows are of its
+        kind, ``arrays``) when given; computed rows ignore it. Sources that compute rows
+        (``stored`` False) get and return torch tensors.
         """
 
     def rank_and_scale(self, name: str) -> tuple[int, float] | None:
         """(r, s) of the low-rank module that produces tensor ``name``; None for tensors read whole."""
 
-    def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str):
+    def channel_sums(self, name: str, base_rows, start: int, stop: int, axis: str):
         """Per-channel sums of rows ``start:stop`` straight from low-rank factors (no dense rows),
         or None where the source has no such shortcut (``metrics.kernels.ChannelSums``)."""
 
@@ -77,14 +74,13 @@ class FullSource:
     def infos(self) -> dict[str, TensorInfo]:
         return self.checkpoint.tensors
 
-    def rows(self, name: str, base_rows: torch.Tensor, start: int, stop: int,
-             out: torch.Tensor | None = None) -> torch.Tensor:
+    def rows(self, name: str, base_rows, start: int, stop: int, out=None):
         return self.reader.read_rows(self.checkpoint.tensors[name], start, stop, out)
 
     def rank_and_scale(self, name: str) -> None:
         return None
 
-    def channel_sums(self, name: str, base_rows: torch.Tensor, start: int, stop: int, axis: str) -> None:
+    def channel_sums(self, name: str, base_rows, start: int, stop: int, axis: str) -> None:
         return None
 
     def drop_behind(self) -> None:
@@ -123,15 +119,22 @@ def open_base(path: str) -> Checkpoint:
 
 def open_source(path: str, base: Checkpoint) -> FineTunedSource:
     """Open a fine-tuned checkpoint, PEFT adapter, LyCORIS/kohya or diffusers LoRA at ``path``
-    against ``base``."""
+    against ``base``. Adapters compute with torch: their modules (and torch) are imported here,
+    only when one is opened."""
     if is_adapter(path):
+        from .peft import open_adapter
+
         return open_adapter(path, base)
     weights = _single_adapter_file(path)
     if weights is not None:
         tensors = read_header(weights)[0]
         if is_lycoris_file(tensors):
+            from .lycoris import open_lycoris
+
             return open_lycoris(weights, base)
         if is_diffusers_lora(tensors):
+            from .diffusers import open_diffusers_lora
+
             return open_diffusers_lora(weights, base)
     return FullSource(open_checkpoint(path))
 

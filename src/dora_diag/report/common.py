@@ -47,9 +47,9 @@ def module_types(analysis) -> list[str]:
 
 def checkpoints(analysis, run: str) -> list[str]:
     """Checkpoint names of ``run`` in training order."""
-    for r in analysis.meta.get("runs", []):
-        if r["label"] == run:
-            return [c["name"] for c in r.get("checkpoints", [])]
+    info = analysis.meta.run(run)
+    if info is not None:
+        return [c.name for c in info.checkpoints]
     return list(dict.fromkeys(analysis.table.loc[analysis.table["run"] == run, "checkpoint"]))
 
 
@@ -154,8 +154,8 @@ def module_selector(fig: go.Figure, modules: list[str]) -> None:
 def training_logs(analysis) -> dict[str, pd.DataFrame]:
     """Per run with a non-empty training log, its records as a frame sorted by step."""
     out = {}
-    for r in analysis.meta.get("runs", []):
-        log = [rec for rec in r.get("log") or [] if isinstance(rec, dict)]
+    for r in analysis.meta.runs:
+        log = [rec for rec in r.log if isinstance(rec, dict)]
         if log:
-            out[r["label"]] = pd.DataFrame.from_records(log).sort_values("step")
+            out[r.label] = pd.DataFrame.from_records(log).sort_values("step")
     return out

@@ -69,7 +69,7 @@ def render_report(analysis) -> str:
     body += _tables(analysis, runs)
     body.insert(1, _nav(body))
     return Template(_asset("report.html")).substitute(
-        generator=S.esc(f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
+        generator=S.esc(f"{meta.tool} {meta.version}"),
         title=S.esc(f"dora-diag report: {', '.join(runs)}"), css=_asset("report.css"), body="\n".join(body),
         plotly=plotly_js(), figure_data="\n".join(figs.blocks), render_js=_asset("render.js"))
 
@@ -118,28 +118,29 @@ def _tables(analysis, runs: list[str]) -> list[str]:
     meta = analysis.meta
     return ["<h2>Most-changed tensors (largest ΔD at each run's last checkpoint)</h2>", S.tensor_table(top),
             f"<h2>Flagged tensors ({len(flagged)})</h2>", S.tensor_table(flagged),
-            f"<h2>Skipped tensors ({len(meta.get('skipped', []))})</h2>",
-            S.records_table(meta.get("skipped", []), ["tensor", "reason", "run", "checkpoint"]),
-            f"<h2>Unmatched tensors ({len(meta.get('unmatched', []))})</h2>",
-            S.records_table(meta.get("unmatched", []), ["run", "checkpoint", "tensor", "side"])]
+            f"<h2>Skipped tensors ({len(meta.skipped)})</h2>",
+            S.records_table(meta.skipped, ["tensor", "reason", "run", "checkpoint"]),
+            f"<h2>Unmatched tensors ({len(meta.unmatched)})</h2>",
+            S.records_table(meta.unmatched, ["run", "checkpoint", "tensor", "side"])]
 
 
 def render_summary(analysis) -> str:
     """Compact HTML for Jupyter: inputs, each verdict's headline (after ``check``) and the per-run,
     per-module correlations (no plotly.js)."""
     meta = analysis.meta
-    runs = ", ".join(f"{r.get('label')} ({len(r.get('checkpoints', []))} checkpoints)" for r in meta.get("runs", []))
+    runs = ", ".join(f"{r.label} ({len(r.checkpoints)} checkpoints)" for r in meta.runs)
     stats = F.in_report_order(analysis, analysis.stats("module"))
-    return (f'<div class="dora-diag-summary"><p><strong>dora-diag analysis</strong>: base {S.esc(meta.get("base"))}; '
-            f"runs {S.esc(runs)}; axis {S.esc(meta.get('axis'))}; "
-            f"{S.esc(meta.get('tensors_compared'))} tensors compared.</p>{_verdict_lines(analysis.verdicts)}"
+    return (f'<div class="dora-diag-summary"><p><strong>dora-diag analysis</strong>: base {S.esc(meta.base)}; '
+            f"runs {S.esc(runs)}; axis {S.esc(meta.axis)}; "
+            f"{S.esc(meta.tensors_compared)} tensors compared.</p>{_verdict_lines(analysis.verdicts)}"
             f"{S.stats_table(stats, F.delta_m_scales(analysis))}"
             f"<p><code>.figure(kind, ...)</code> kinds: {S.esc(', '.join(sorted(F.FIGURES)))}; "
             f"<code>.to_html(path)</code> writes the full report.</p></div>")
 
 
-def _verdict_lines(verdicts: list[dict] | None) -> str:
+def _verdict_lines(verdicts) -> str:
+    """Each verdict's headline (``Analysis.verdicts``; none before ``check``)."""
     if not verdicts:
         return ""
-    items = "".join(f"<li><strong>{S.esc(v.get('run'))}</strong>: {S.esc(v.get('headline'))}</li>" for v in verdicts)
+    items = "".join(f"<li><strong>{S.esc(v.run)}</strong>: {S.esc(v.headline)}</li>" for v in verdicts)
     return f"<p><strong>Will DoRA help?</strong></p><ul>{items}</ul>"

@@ -171,9 +171,9 @@ def _panel_title(run: str, row: pd.DataFrame, detrended: str) -> str:
 
 def _detrended(analysis, run: str) -> str:
     """The detrended statistic the run's verdict decided on, else the within-checkpoint r."""
-    for v in analysis.verdicts or []:
-        if v.get("run") == run and v.get("statistic") in DETRENDED:
-            return v["statistic"]
+    for v in analysis.verdicts or ():
+        if v.run == run and v.statistic in DETRENDED:
+            return v.statistic
     return "within_checkpoint_r"
 
 

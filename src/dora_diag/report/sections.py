@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from .format import ci_text, fmt, fmt_p, fmt_scaled, missing, stat
+
+if TYPE_CHECKING:
+    from ..records import CheckpointInfo, Meta
 
 MAX_ROWS = 200
 
@@ -32,24 +36,23 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset(),
 TEMPORARY = "(a temporary directory, deleted after the run)"
 
 
-def header(meta: dict, generated: str) -> str:
-    """Inputs and run details. Paths inside ``meta["temporary_dirs"]`` (the demo's runs, deleted
+def header(meta: Meta, generated: str) -> str:
+    """Inputs and run details. Paths inside ``meta.temporary_dirs`` (the demo's runs, deleted
     after it) read as such: a path that no longer exists would only mislead."""
-    temporary = [Path(d) for d in meta.get("temporary_dirs") or ()]
+    temporary = [Path(d) for d in meta.temporary_dirs]
 
-    def path(p):
-        return TEMPORARY if p is not None and any(Path(p).is_relative_to(d) for d in temporary) else p
+    def path(p: str) -> str:
+        return TEMPORARY if any(Path(p).is_relative_to(d) for d in temporary) else p
 
-    items = [("base", path(meta.get("base"))), ("tool", f"{meta.get('tool', 'dora-diag')} {meta.get('version', '')}"),
-             ("generated", generated), ("axis", _axis(meta.get("axis"))), ("device", meta.get("device")),
-             ("elapsed", fmt(meta.get("elapsed_s"), ".1f") + ("" if missing(meta.get("elapsed_s")) else " s")),
-             ("read", _bytes(meta.get("bytes_read"))), ("tensors compared", meta.get("tensors_compared")),
-             ("fused q/k/v split", "yes" if meta.get("split_fused") else "no")]
+    items = [("base", path(meta.base)), ("tool", f"{meta.tool} {meta.version}"),
+             ("generated", generated), ("axis", _axis(meta.axis)), ("device", meta.device),
+             ("elapsed", fmt(meta.elapsed_s, ".1f") + ("" if missing(meta.elapsed_s) else " s")),
+             ("read", _bytes(meta.bytes_read)), ("tensors compared", meta.tensors_compared),
+             ("fused q/k/v split", "yes" if meta.split_fused else "no")]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
-    runs = [[r.get("label"), r.get("method", "unknown"), path(r.get("path")), len(r.get("checkpoints", [])),
-             ", ".join(_ckpt_label(c) for c in r.get("checkpoints", [])),
-             ", ".join(sorted({str(c.get("kind", "?")) for c in r.get("checkpoints", [])}))]
-            for r in meta.get("runs", [])]
+    runs = [[r.label, r.method, path(r.path), len(r.checkpoints), ", ".join(_ckpt_label(c) for c in r.checkpoints),
+             ", ".join(sorted({c.kind for c in r.checkpoints}))]
+            for r in meta.runs]
     return (f"<header><h1>Weight decomposition analysis</h1>"
             f'<p class="lead">How fine-tuning changed each weight matrix in magnitude (ΔM) and direction (ΔD), '
             f"as in the DoRA paper (Liu et al., ICML 2024), Figure 2.</p><dl class=\"meta\">{dl}</dl>"
@@ -62,10 +65,8 @@ def _axis(axis) -> str:
             "in": "in — per input column (LyCORIS default)"}.get(axis, str(axis))
 
 
-def _ckpt_label(c: dict) -> str:
-    step = c.get("step")
-    return f"{c.get('name')}" + (f" (step {step})" if step is not None and not str(c.get("name")).endswith(str(step))
-                                 else "")
+def _ckpt_label(c: CheckpointInfo) -> str:
+    return c.name + (f" (step {c.step})" if c.step is not None and not c.name.endswith(str(c.step)) else "")
 
 
 def _bytes(n) -> str:

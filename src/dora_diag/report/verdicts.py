@@ -4,10 +4,16 @@ evidence and the trial. Every value passes through ``esc``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from .format import fmt, fmt_p, missing
 from .sections import esc, table
+
+if TYPE_CHECKING:
+    from ..records import Verdict
 
 DECISIONS = {"dora_likely_helps": "DoRA may help", "marginal": "gain likely marginal",
              "inconclusive": "inconclusive", "not_applicable": "reference pattern"}
@@ -28,13 +34,13 @@ def _stat_row(label: str, s: dict) -> list:
     return row + [fmt_p(s.get("naive_p"))]
 
 
-def stats_block(pooled: dict, modules: list[dict]) -> str:
+def stats_block(pooled: dict, modules: Sequence[dict]) -> str:
     """Pooled and per-module statistics as one table: CIs resample layers, p permutes them."""
     rows = [_stat_row("(pooled)", pooled)] + [_stat_row(m["module"], m) for m in modules]
     return table(STAT_HEADERS, rows, numeric=set(range(1, len(STAT_HEADERS))))
 
 
-def _relative(relative: list[dict]) -> str:
+def _relative(relative: Sequence[dict]) -> str:
     if not relative:
         return ""
     rows = [[r["versus"], r["method"], fmt(r["value"], "+.2f"), fmt(r["reference"], "+.2f"),
@@ -55,22 +61,22 @@ def _trial(trial: dict | None) -> str:
                     numeric={1, 2, 3, 4, 5}))
 
 
-def verdict_cards(verdicts: list[dict]) -> str:
+def verdict_cards(verdicts: Sequence[Verdict]) -> str:
     cards = []
     for v in verdicts:
-        d = str(v.get("decision"))
-        th = ", ".join(f"{k} = {t}" for k, t in (v.get("thresholds") or {}).items())
+        d = v.decision
+        th = ", ".join(f"{k} = {t}" for k, t in v.thresholds.items())
         cards.append(
-            f'<div class="card {esc(d)}"><h3>{esc(v.get("run"))} <span class="muted">({esc(v.get("method"))})</span> '
-            f'<span class="badge {esc(d)}">{esc(DECISIONS.get(d, d) + BY.get(v.get("decided_by"), ""))}</span></h3>'
-            f"<p><strong>{esc(v.get('headline'))}</strong></p>"
-            f"<p>Why: {esc(v.get('reason'))}. Decided by: {esc(v.get('decided_by'))}.</p>"
-            + _trial(v.get("trial")) + _relative(v.get("relative") or [])
-            + f'<p class="muted">{esc(v.get("note"))} Decision statistic: {esc(v.get("statistic_why"))}. '
-            f'Thresholds: {esc(th)}. CIs: {esc(v.get("ci_method"))}; '
-            f'p: {esc(v.get("p_method"))}. Naive p treats every point as independent and is shown for comparison only.</p>'
+            f'<div class="card {esc(d)}"><h3>{esc(v.run)} <span class="muted">({esc(v.method)})</span> '
+            f'<span class="badge {esc(d)}">{esc(DECISIONS.get(d, d) + BY.get(v.decided_by, ""))}</span></h3>'
+            f"<p><strong>{esc(v.headline)}</strong></p>"
+            f"<p>Why: {esc(v.reason)}. Decided by: {esc(v.decided_by)}.</p>"
+            + _trial(v.trial) + _relative(v.relative)
+            + f'<p class="muted">{esc(v.note)} Decision statistic: {esc(v.statistic_why)}. '
+            f'Thresholds: {esc(th)}. CIs: {esc(v.ci_method)}; '
+            f'p: {esc(v.p_method)}. Naive p treats every point as independent and is shown for comparison only.</p>'
             f"<details><summary>statistics per module type</summary>"
-            f"{stats_block(v.get('pooled') or {}, v.get('modules') or [])}</details></div>")
+            f"{stats_block(v.pooled, v.modules)}</details></div>")
     return f'<div class="cards">{"".join(cards)}</div>'
 
 

@@ -4,8 +4,9 @@ Free of heavy imports (no torch): the ``train`` command builds its options' defa
 fields, and ``dora-diag --help`` must answer at once.
 
 Defaults that depend on other settings are ``None`` here and filled in by ``resolved()``:
-the learning rate by method family (``DEFAULT_LR``), the warmup as ``WARMUP_FRACTION`` of the
-steps, and torch's CPU thread count by model size (``threads_for`` in the trainer).
+the learning rate by method family (``DEFAULT_LR``: adapter or full fine-tuning, as the methods
+table says), the warmup as ``WARMUP_FRACTION`` of the steps, and torch's CPU thread count by
+model size (``threads_for`` in the trainer).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..options import QUANTIZE, TRAIN_METHODS
+from ..methods import method
+from ..options import QUANTIZE
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
@@ -39,7 +41,7 @@ class TrainConfig:
     dropout: float = 0.0
     use_rslora: bool = False
     targets: tuple[str, ...] = ALL_PROJECTIONS
-    magnitude_only: tuple[str, ...] = MLP_MODULES  # used by dora-magnitude-only only
+    magnitude_only: tuple[str, ...] = MLP_MODULES  # used by reduced-granularity methods only (dora-magnitude-only)
     steps: int = 300
     save_every: int = 50
     log_every: int = 10
@@ -64,8 +66,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check a resolved config; InputError naming the first bad setting."""
-        if self.method not in TRAIN_METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(TRAIN_METHODS)}")
+        row = method(self.method)
         for name in ("steps", "save_every", "log_every", "batch_size", "max_length"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -77,8 +78,8 @@ class TrainConfig:
             raise InputError(f"threads must be positive, got {self.threads}")
         if self.quantize not in (None, *QUANTIZE):
             raise InputError(f"quantize must be one of {', '.join(QUANTIZE)}, not {self.quantize!r}")
-        if self.quantize and self.method == "ft":
-            raise InputError("quantize='nf4' freezes the base in 4 bits; it needs an adapter method, not ft")
+        if self.quantize and not row.adapter:
+            raise InputError(f"quantize='nf4' freezes the base in 4 bits; it needs an adapter method, not {self.method}")
         if self.model != "builtin" and not Path(self.model).is_dir():
             raise InputError(f"model {self.model}: no such directory (give 'builtin' or a model directory)")
         if self.data != "builtin" and not Path(self.data).is_file():
@@ -87,18 +88,19 @@ class TrainConfig:
             raise InputError(f"eval fraction must be in (0, 1), got {self.eval_fraction}")
 
     def adapter_config(self):
-        """The inject.AdapterConfig for adapter methods (None for ft); dora-magnitude-only = the
-        paper's reduced granularity (direction + magnitude on ``targets``, magnitude only on
-        ``magnitude_only``)."""
-        if self.method == "ft":
+        """The inject.AdapterConfig for adapter methods (None for full fine-tuning); a
+        reduced-granularity method (dora-magnitude-only) gets direction + magnitude on ``targets``
+        and magnitude only on ``magnitude_only``."""
+        row = method(self.method)
+        if not row.adapter:
             return None
         from ..adapters.inject import AdapterConfig  # torch: only when a run is built
-        mag = tuple(self.magnitude_only) if self.method == "dora-magnitude-only" else ()
+        mag = tuple(self.magnitude_only) if row.reduced_granularity else ()
         return AdapterConfig(method=self.method, rank=self.rank, alpha=self.alpha, dropout=self.dropout,
                              use_rslora=self.use_rslora, targets=tuple(self.targets) + mag, magnitude_only=mag,
                              magnitude_lr_mult=self.magnitude_lr_mult, seed=self.seed)
 
 
-def default_lr(method: str) -> float:
+def default_lr(name: str) -> float:
     """DEFAULT_LR of the method's family."""
-    return DEFAULT_LR["ft" if method == "ft" else "adapter"]
+    return DEFAULT_LR["adapter" if method(name).adapter else "ft"]

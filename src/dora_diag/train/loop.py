@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import TrainingError
+from ..methods import method
 from .config import SMALL_MODEL_PARAMS, TrainConfig
 from .data import IGNORE, TaskData
 from ..adapters.inject import param_groups
@@ -104,7 +105,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator):
 def optimize(model: torch.nn.Module, data: TaskData, cfg: TrainConfig, device: torch.device,
              on_step=None) -> None:
     """Train in place for ``cfg.steps`` steps; ``on_step(step, loss, lr, seconds)`` after each (1-based)."""
-    groups = param_groups(model, cfg.lr, cfg.weight_decay, 1.0 if cfg.method == "ft" else cfg.magnitude_lr_mult)
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.magnitude_lr_mult if method(cfg.method).adapter else 1.0)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
     params = [p for g in groups for p in g["params"]]

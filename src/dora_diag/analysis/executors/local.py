@@ -1,7 +1,7 @@
 """The local executor: every planned tensor streamed on this machine (today's path).
 
 On CPU several tensors stream at once (``runtime.cpu_streams``), each in its own thread,
-and torch's intra-op thread count is divided among them while they run.
+and torch's intra-op thread count (where torch is loaded) is divided among them while they run.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import threading
 from contextlib import closing
 from typing import Callable, Iterator
 
-import torch
-
-from ...runtime import cpu_streams, intra_op_threads, resolve_device
+from ...runtime import Device, cpu_streams, cpu_threads, intra_op_threads
 from ..stream import Streamer, TargetResult, run_all
 from .job import Job, Opened
 
@@ -24,8 +22,9 @@ class LocalExecutor:
         self.device_label = ""
 
     def results(self, job: Job, opened: Opened, advance: Callable[[int], None]) -> Iterator[list[TargetResult]]:
-        """Each planned tensor's results, in plan order; ``advance(nbytes)`` as bytes are read."""
-        dev = resolve_device(job.device)
+        """Each planned tensor's results, in plan order; ``advance(nbytes)`` as bytes are read.
+        ``job.device`` is resolved already (``compare`` does it once, before opening any file)."""
+        dev = Device(job.device)
         self.device_label = device_label(dev)
         # A source that is not parallel-safe (adapters cache one tensor's factors) goes tensor by tensor.
         streams = cpu_streams(dev) if all(s.parallel_safe for _, s in opened.sources) else 1
@@ -37,7 +36,7 @@ class LocalExecutor:
             opened.reader.drop_behind = True
             for _, s in opened.sources:
                 s.drop_behind()
-        with intra_op_threads(torch.get_num_threads() // streams), \
+        with intra_op_threads(cpu_threads() // streams), \
                 closing(run_all(opened.plan.tensors, streamers)) as all_results:
             yield from all_results
 
@@ -49,9 +48,13 @@ class LocalExecutor:
         return {"kind": self.kind}
 
 
-def device_label(dev: torch.device) -> str:
+def device_label(dev) -> str:
     """The device as the JSON records it (with the GPU's name)."""
-    return str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})"
+    if Device(dev).type == "cpu":
+        return "cpu"
+    import torch
+
+    return f"{dev} ({torch.cuda.get_device_name(dev)})"
 
 
 def stream_bytes(opened: Opened) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from ...errors import InputError
 from ...metrics.kernels import ChannelChanges
@@ -68,8 +68,7 @@ def merge(tp: TensorPlan, pieces: list[RangeResult]) -> list[TargetResult]:
     out = []
     for j, target in enumerate(tp.targets):
         parts = [p.parts[j] for p in pieces]
-        changes = ChannelChanges(*(torch.cat([getattr(c, f) for c, _ in parts])
-                                   for f in ("dm", "dd", "m0", "zero", "refine", "nonfinite")))
+        changes = ChannelChanges(*(np.concatenate([getattr(c, f) for c, _ in parts]) for f in ChannelChanges.FIELDS))
         norms = {side for _, sides in parts for side in sides}
         out.append(TargetResult(target, changes, tuple(s for s in ("base", "fine-tuned") if s in norms)))
     return out
