@@ -56,3 +56,20 @@ def test_unknown_types_with_conv1d_style_names_warn(no_transformers):
     assert orientation_notes({"model_type": "gpt2"}, names) == []
     assert orientation_notes({"model_type": "gpt_bigcode"}, names) == []
     assert orientation_notes({"model_type": "mystery"}, ["layers.0.q_proj.weight"]) == []
+
+
+FLAGGED = {"gpt_oss": True, "aria_text": True, "openai_privacy_filter": True, "llama4_text": False, "mixtral": False,
+           "qwen3_moe": False}
+
+
+def test_experts_flagged_transposed_derived_and_from_the_table(no_transformers):
+    """PEFT reads (in, out) of a 3-D parameter by the experts class' is_transposed flag: Llama 4's
+    experts are used as x @ W[e] (right operand) but not flagged."""
+    assert {t: registry.experts_flagged_transposed(t) for t in FLAGGED} == FLAGGED
+    assert registry.experts_flagged_transposed(None) is False
+
+
+def test_experts_flag_from_the_modeling_source():
+    pytest.importorskip("transformers")
+    assert {t: conv1d.flags_experts_transposed(t) for t in FLAGGED} == FLAGGED
+    assert conv1d.flags_experts_transposed("no_such_model") is None

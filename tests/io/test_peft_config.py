@@ -39,3 +39,21 @@ def test_full_match_is_re_fullmatch(pattern, name, expected):
 def test_full_match_is_bounded_in_time():
     with pytest.raises(InputError, match="target pattern '\\(a\\|aa\\)\\+' takes over"):
         full_match("(a|aa)+", "a" * 60 + "b")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"target_parameters": ["experts.gate_up_proj"], "use_dora": True}, "use_dora is set together with target_parameters"),
+    ({"target_parameters": ["experts.gate_up_proj"], "fan_in_fan_out": True}, "fan_in_fan_out is set together"),
+    ({"target_parameters": [""]}, "target_parameters is [''], expected a list of parameter names"),
+    ({"target_parameters": {"a": 1}}, "target_parameters is {'a': 1}, expected a list"),
+])
+def test_target_parameters_are_validated(extra, message):
+    from pathlib import Path
+
+    from dora_diag.io.peft_config import parse_adapter_config
+
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_adapter_config({"peft_type": "LORA", "r": 2, **extra}, Path("cfg.json"))
+    ok = parse_adapter_config({"peft_type": "LORA", "r": 2, "target_parameters": ["experts.down_proj"],
+                               "lora_dropout": 0.1}, Path("cfg.json"))
+    assert ok.target_parameters == ("experts.down_proj",)

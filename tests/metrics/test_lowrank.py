@@ -51,3 +51,17 @@ def test_the_cheaper_product_is_chosen():
     assert not lowrank._dense_is_smaller(w, torch.zeros(8, 2), "out")
     assert lowrank._dense_is_smaller(w, torch.zeros(8, 16), "out")
     assert lowrank._dense_is_smaller(w, torch.zeros(8, 32768), "in")
+
+
+def test_expert_factors_follow_peft_param_wrapper():
+    """ΔW_e = B_e @ A_e equals PEFT's ``einsum("o r e, e r i -> e o i")`` of B read as (out, r, E)
+    and A as (E, r, in); E, r, in and out all distinct so that any other reading differs."""
+    g = torch.Generator().manual_seed(0)
+    experts, r, n_in, n_out = 3, 2, 5, 7
+    A = torch.randn(r * experts, n_in, generator=g, dtype=torch.float64)
+    B = torch.randn(n_out, r * experts, generator=g, dtype=torch.float64)
+    peft = torch.einsum("ore,eri->eoi", B.reshape(n_out, r, experts), A.reshape(experts, r, n_in))
+    for e in range(experts):
+        B_e, A_e = lowrank.expert_factors(A, B, experts, e)
+        assert B_e.shape == (n_out, r) and A_e.shape == (r, n_in)
+        torch.testing.assert_close(B_e @ A_e, peft[e], rtol=0, atol=1e-12)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arrays import NUMPY
-from ..architecture.registry import experts_transposed, infer_model_type, is_transposed
+from ..architecture.orientation import stored_transposed
+from ..architecture.registry import infer_model_type
 from ..errors import InputError
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.fp8 import scale_names
@@ -105,13 +106,11 @@ def _plan(ckpt: Checkpoint, axis: str, skipped: list[dict]) -> list[tuple[Tensor
 def _matrices(info: TensorInfo, model_type: str | None, axis: str) -> list[tuple[TensorInfo, bool]]:
     """The 2-D matrices (stored rows, flattened rest) of one stored tensor, each with whether
     the channels of ``axis`` are its stored rows (else its columns), as ``plan`` orients them."""
-    module = info.name.removesuffix(".weight")
+    flip = stored_transposed(model_type, info.name, info.shape)
     if is_experts_stack(info):
-        flip = experts_transposed(model_type, module)
         return [(expert_slice(info, e), (axis == "out") != flip) for e in range(info.shape[0])]
     if is_vector_stack(info):
         return [(as_vectors(info), axis == "out")]
-    flip = len(info.shape) == 2 and is_transposed(model_type, module)
     return [(info, (axis == "out") != flip)]
 
 

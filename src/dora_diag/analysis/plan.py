@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..architecture import fused_groups, is_transposed, match_names, module_namer
+from ..architecture import fused_groups, match_names, module_namer
 from ..architecture.naming import Place
-from ..architecture.registry import experts_transposed, infer_model_type, orientation_notes
+from ..architecture.orientation import stored_transposed
+from ..architecture.registry import infer_model_type, orientation_notes
 from ..architecture.renames import renamer
 from ..errors import InputError
 from ..io.checkpoint import Checkpoint
@@ -19,7 +20,7 @@ from ..io.fp8 import Fp8Scale, find_scale, scale_names
 from ..io.runs import CheckpointRef
 from ..io.safetensors_file import TensorInfo
 from ..io.sources import FineTunedSource
-from .views import StoredView, as_vectors, expert_slice, is_experts_stack, is_vector_stack
+from .views import StoredView, as_vectors, can_view, expert_slice, expert_target, is_experts_stack, is_vector_stack
 
 
 @dataclass
@@ -116,11 +117,10 @@ def _tensor_plan(info: TensorInfo, place: Place, model_type: str | None, config:
     """How a base tensor is measured: orientation, view and fused groups (``views``, ``registry``)."""
     module_path = info.name.removesuffix(".weight")
     view = "experts" if is_experts_stack(info) else "vectors" if is_vector_stack(info) else ""
+    transposed = stored_transposed(model_type, info.name, info.shape)
     if view == "experts":
-        transposed = experts_transposed(model_type, module_path)
         out = info.shape[2] if transposed else info.shape[1]
     else:
-        transposed = len(info.shape) == 2 and is_transposed(model_type, module_path)
         out = info.shape[1] if transposed else math.prod(info.shape[:-1]) if view else info.shape[0]
     groups = fused_groups(model_type, module_path, config, out, view == "experts") if split_fused else None
     return TensorPlan(as_vectors(info) if view == "vectors" else info, place.layer, place.module, transposed, groups,
@@ -132,7 +132,7 @@ def _per_expert(plan: TensorPlan) -> list[TensorPlan]:
     stored = [t.source.infos()[t.name] for t in plan.targets]
     plans = []
     for e in range(plan.info.shape[0]):
-        views = [StoredView(t.source, expert_slice(info, e)) for t, info in zip(plan.targets, stored)]
+        views = [expert_target(t.source, info, e) for t, info in zip(plan.targets, stored)]
         targets = [Target(t.ref, v, v.info.name, v.info.shape[0]) for t, v in zip(plan.targets, views)]
         plans.append(TensorPlan(expert_slice(plan.info, e), plan.layer, plan.module, plan.transposed, plan.groups,
                                 targets, stack=plan.stack, expert=e))
@@ -209,7 +209,7 @@ def _skip_reason(plan: TensorPlan, source: FineTunedSource, ft: TensorInfo) -> s
     base = plan.info
     if not ft.is_float:
         return f"fine-tuned tensor has non-float dtype {ft.dtype}"
-    if plan.view and (not StoredView.can_view(source) or len(ft.shape) < 2
+    if plan.view and (not can_view(source, plan.view) or len(ft.shape) < 2
                       or (plan.view == "experts" and ft.shape != base.shape)):
         return f"shape mismatch: base {list(base.shape)} ({plan.view} view) vs fine-tuned {list(ft.shape)}"
     shape = as_vectors(ft).shape if plan.view == "vectors" else ft.shape

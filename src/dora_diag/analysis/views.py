@@ -13,18 +13,19 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ..architecture import orientation
 from ..io.safetensors_file import TensorInfo
 from ..io.sources import FineTunedSource
 
 
 def is_vector_stack(info: TensorInfo) -> bool:
-    """N-D (3+) and not a module's ``weight``: nn.Conv* kernels are the N-D ``.weight`` tensors."""
-    return len(info.shape) > 2 and not info.name.endswith(".weight")
+    """``architecture.orientation.is_vector_stack`` of a stored tensor."""
+    return orientation.is_vector_stack(info.name, info.shape)
 
 
 def is_experts_stack(info: TensorInfo) -> bool:
-    """A 3-D parameter of an ``experts`` module: ``mlp.experts.gate_up_proj``."""
-    return is_vector_stack(info) and len(info.shape) == 3 and ".experts." in f".{info.name}"
+    """``architecture.orientation.is_experts_stack`` of a stored tensor."""
+    return orientation.is_experts_stack(info.name, info.shape)
 
 
 def as_vectors(info: TensorInfo) -> TensorInfo:
@@ -39,6 +40,20 @@ def expert_slice(info: TensorInfo, expert: int) -> TensorInfo:
                    offset=info.offset + expert * nbytes, nbytes=nbytes)
 
 
+def expert_target(source: FineTunedSource, info: TensorInfo, expert: int) -> FineTunedSource:
+    """A source for expert ``expert`` of the 3-D experts tensor ``info`` of ``source``: a view of
+    its stored bytes, or the source's own ``expert_view`` (an adapter on the stacked parameter)."""
+    if source.stored:
+        return StoredView(source, expert_slice(info, expert))
+    return source.expert_view(info.name, expert)
+
+
+def can_view(source: FineTunedSource, view: str) -> bool:
+    """Whether ``source``'s tensors can be read through ``view``: stored ones always, computed
+    ones as experts when they offer ``expert_view``."""
+    return source.stored or (view == "experts" and hasattr(source, "expert_view"))
+
+
 class StoredView:
     """One stored fine-tuned tensor read through a view (``as_vectors``, ``expert_slice``):
     a ``FineTunedSource`` for one target; reads go through the wrapped source's reader and are
@@ -50,10 +65,6 @@ class StoredView:
         self.kind, self.config = source.kind, source.config
         self.info = info
         self._reader = source.reader
-
-    @staticmethod
-    def can_view(source: FineTunedSource) -> bool:
-        return source.stored
 
     def infos(self) -> dict[str, TensorInfo]:
         return {self.info.name: self.info}

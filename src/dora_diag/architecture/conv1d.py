@@ -17,6 +17,7 @@ _ASSIGNED = re.compile(r"self\.(\w+)\s*=\s*Conv1D\(")
 _MODEL_TYPE = re.compile(r"[A-Za-z0-9_-]+")
 _DECLARED = re.compile(r'^\s+model_type = "([A-Za-z0-9_-]+)"', re.M)
 _RIGHT_OPERAND = re.compile(r"(?:bmm\([^\n]*,\s*|@\s*)self\.(\w+)")
+_FLAGGED_TRANSPOSED = re.compile(r"@use_experts_implementation\([^)]*\bis_transposed\s*=\s*True")
 # Leaf names that Conv1D layers use: a checkpoint of unknown type with these cannot be oriented.
 CONV1D_STYLE = re.compile(r"(^|\.)(c_attn|q_attn|c_fc|c_proj)$")
 
@@ -68,6 +69,13 @@ def right_operand_attributes(model_type: str) -> frozenset[str] | None:
     stored (in, out) per expert, like Llama 4's and gpt-oss' experts; None as above."""
     source = _modeling_source(model_type)
     return None if source is None else frozenset(_RIGHT_OPERAND.findall(source))
+
+
+def flags_experts_transposed(model_type: str) -> bool | None:
+    """Whether ``model_type``'s experts class is declared ``@use_experts_implementation(is_transposed=True)``:
+    the ``is_transposed`` attribute PEFT's ``ParamWrapper`` reads its factors by; None as above."""
+    source = _modeling_source(model_type)
+    return None if source is None else bool(_FLAGGED_TRANSPOSED.search(source))
 
 
 def is_conv1d_module(module) -> bool:

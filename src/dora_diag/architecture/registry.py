@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import InputError
-from .conv1d import CONV1D_STYLE, conv1d_attributes, right_operand_attributes
+from .conv1d import CONV1D_STYLE, conv1d_attributes, flags_experts_transposed, right_operand_attributes
 
 # Components that hold the numbered blocks: "model.layers.3.", "h.3.", "encoder.layer.3.", T5's
 # "block.3.", ViT/CLIP "blocks.3.", a UNet's "attentions.1."; any "*_blocks"/"*_layers" too.
@@ -91,6 +91,19 @@ def experts_transposed(model_type: str | None, module_path: str) -> bool:
     if derived is not None:
         return module_path.rsplit(".", 1)[-1] in derived
     return (model_type or "") in TRANSPOSED_EXPERTS
+
+
+# Experts classes declared ``is_transposed=True`` (transformers' ``use_experts_implementation``),
+# known without transformers installed. Llama 4's experts are (E, in, out) too but carry no
+# such flag: PEFT reads LoRA factors on them as if they were (E, out, in).
+FLAGGED_TRANSPOSED_EXPERTS = frozenset({"gpt_oss", "aria", "aria_text", "openai_privacy_filter"})
+
+
+def experts_flagged_transposed(model_type: str | None) -> bool:
+    """The experts module's ``is_transposed`` attribute, by which PEFT's ``ParamWrapper`` takes
+    (in, out) from a 3-D parameter (E, d1, d2): (d1, d2) when set, else (d2, d1)."""
+    derived = flags_experts_transposed(model_type) if model_type else None
+    return derived if derived is not None else (model_type or "") in FLAGGED_TRANSPOSED_EXPERTS
 
 
 def orientation_notes(config: dict, names: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ class ModuleScales:
 
     use_dora: bool
     per_module: dict[str, tuple[int, float]]
+    target_parameters: tuple[str, ...] = ()   # these formats adapt modules, never raw parameters
 
     def rank_and_scale(self, module_path: str) -> tuple[int, float]:
         return self.per_module[module_path]

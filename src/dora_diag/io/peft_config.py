@@ -25,8 +25,10 @@ UNSUPPORTED_VARIANTS = {
     "use_bdlora": "BD-LoRA uses block-diagonal factors",
     "monteclora_config": "MonteCLoRA samples its factors",
     "layer_replication": "layer replication changes the number of layers",
-    "target_parameters": "LoRA on raw parameters (target_parameters) is not supported yet",
 }
+# Options PEFT's ParamWrapper (LoRA on target_parameters) refuses: a file with both was not
+# written by PEFT, and what its factors mean is not defined.
+PARAMETER_CONFLICTS = {"use_dora": "DoRA", "fan_in_fan_out": "fan_in_fan_out"}
 # Larger ranks than any layer's width: refused before the factors' shapes are read.
 MAX_RANK = 1 << 16
 MATCH_SECONDS = 0.25   # per pattern and module path; real patterns match in microseconds
@@ -46,6 +48,7 @@ class PeftConfig:
     rank_pattern: dict
     alpha_pattern: dict
     token_indices: list[int] | dict[str, list[int]] | None
+    target_parameters: tuple[str, ...] = ()   # LoRA on raw parameters (``peft_params``)
 
     def rank_and_scale(self, module_path: str) -> tuple[int, float]:
         """(r, s) of one module, as PEFT assigns them: patterns matched against the module path
@@ -115,12 +118,25 @@ def parse_adapter_config(cfg: dict, path: Path) -> PeftConfig:
             "original base; save the adapter with path_initial_model_for_weight_conversion, or merge it")
     if "r" not in cfg:
         raise InputError(f"{path}: invalid LoRA config (no 'r')")
+    targets = _target_parameters(path, cfg)
     return PeftConfig(
         path=path, r=_rank(path, "r", cfg["r"]), alpha=_alpha(path, "lora_alpha", cfg.get("lora_alpha", 8)),
         use_rslora=bool(cfg.get("use_rslora", False)), use_dora=bool(cfg.get("use_dora", False)),
         rank_pattern={k: _rank(path, f"rank_pattern[{k!r}]", v) for k, v in _patterns(path, cfg, "rank_pattern")},
         alpha_pattern={k: _alpha(path, f"alpha_pattern[{k!r}]", v) for k, v in _patterns(path, cfg, "alpha_pattern")},
-        token_indices=_token_indices(path, cfg.get("trainable_token_indices")))
+        token_indices=_token_indices(path, cfg.get("trainable_token_indices")), target_parameters=targets)
+
+
+def _target_parameters(path: Path, cfg: dict) -> tuple[str, ...]:
+    """``target_parameters``: parameter names PEFT matches by suffix (``experts.gate_up_proj``)."""
+    value = cfg.get("target_parameters") or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _invalid(path, "target_parameters", value, "a list of parameter names")
+    for key, what in PARAMETER_CONFLICTS.items():
+        if value and cfg.get(key):
+            raise UnsupportedError(f"{path}: {key} is set together with target_parameters; PEFT applies no {what} "
+                                   "to raw parameters, so this adapter was not written by PEFT")
+    return tuple(value)
 
 
 def _invalid(path: Path, field: str, value: object, expected: str) -> InputError:

@@ -61,6 +61,17 @@ class LowRankDelta:
         return LowRankDelta(self.L.to(device), self.R.to(device), mag, self.magnitude_axis)
 
 
+def expert_factors(A: torch.Tensor, B: torch.Tensor, experts: int, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B_e, A_e) of one expert of PEFT's ``ParamWrapper`` on a 3-D parameter, ΔW_e = s·B_e @ A_e.
+
+    PEFT holds all E experts in one pair: A (r·E, in) is read as (E, r, in), expert-major,
+    while B (out, r·E) is read as (out, r, E), rank-major, so expert e has A_e = A[e·r:(e+1)·r]
+    (r, in) and B_e = B[:, e::E] (out, r) (``ParamWrapper.get_delta_weight``).
+    """
+    r = A.shape[0] // experts
+    return B[:, expert::experts], A[expert * r:(expert + 1) * r]
+
+
 def factor_sums(w: torch.Tensor, L: torch.Tensor, R: torch.Tensor, axis: str) -> FactorSums:
     """Sums for a base block ``w`` (n, cols) and the matching rows ``L`` (n, r) of the left factor.
 
