@@ -29,6 +29,7 @@ from ..io.method import LORA_FAMILY
 from ..methods import METHODS
 from ..options import CHECK_ALPHA, CHECK_MIN_R, CHECK_MIN_UNITS
 from ..records import Verdict
+from . import student_t
 from .relative import relative_evidence
 from .stats import POOLED
 from .table import ZERO_CHANGE
@@ -226,10 +227,8 @@ def judge_trial(trial: dict, alpha: float) -> tuple[str, str]:
     mean = float(diffs.mean()) if k else math.nan
     if k < 2 or not np.isfinite(diffs).all():
         return "inconclusive", f"eval loss DoRA − LoRA = {_g(mean)} from {k} seed(s), too few for an interval"
-    from scipy.special import stdtrit   # imported where a trial is judged (a start-up cost otherwise)
-
     sd = float(diffs.std(ddof=1))
-    half = float(stdtrit(k - 1, 1 - alpha / 2)) * sd / math.sqrt(k)
+    half = student_t.quantile(k - 1, 1 - alpha / 2) * sd / math.sqrt(k)
     lo, hi = mean - half, mean + half
     text = (f"eval loss DoRA − LoRA = {_g(mean)} ({(1 - alpha):.0%} CI {_g(lo)} to {_g(hi)}, sd {sd:.3g} over "
             f"{k} seeds, {trial['settings'].get('steps', '?')} steps each)")
