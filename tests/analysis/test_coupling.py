@@ -84,6 +84,19 @@ def test_resample_weights_equal_duplicated_layers():
             assert value == pytest.approx(reference(copies, kind), abs=1e-10)
 
 
+def test_estimate_and_bootstrap_standardise_once_and_equal_the_separate_calls(monkeypatch):
+    def f(g, layer, c, m):
+        return g.normal() + c, g.normal() + 0.3 * layer
+    cube = make_cube(_table(f, 6, 3, ("q_proj", "v_proj"), seed=2))
+    w = coupling.bootstrap_weights(6, n=40, seed=5)
+    calls, real = [], coupling._standardized
+    monkeypatch.setattr(coupling, "_standardized", lambda c: calls.append(1) or real(c))
+    value, resampled = coupling.estimate_and_bootstrap(cube, "partial", w)
+    assert len(calls) == 1
+    assert value == pytest.approx(coupling.estimate(cube, "partial"), rel=1e-12)   # one product: last-ulp changes
+    np.testing.assert_allclose(resampled, coupling.bootstrap(cube, "partial", w), rtol=1e-12)
+
+
 @pytest.mark.parametrize("drop_cell", [False, True])
 def test_permuted_statistics_match_the_reference_on_reordered_data(drop_cell):
     """ΔM's layers reordered (complete cubes take a shortcut, incomplete ones the general path)."""

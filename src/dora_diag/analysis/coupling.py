@@ -209,6 +209,12 @@ def bootstrap(cube: Cube, kind: str, weights: np.ndarray | None = None) -> np.nd
     return _batch_r(cube, w, kind)
 
 
+def estimate_and_bootstrap(cube: Cube, kind: str, weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(estimate(cube, kind), bootstrap(cube, kind, weights))`` from one standardisation."""
+    r = _batch_r(cube, np.vstack([np.ones((1, len(cube.units))), weights]), kind)
+    return float(r[0]), r[1:]
+
+
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the finite samples; NaN when fewer than half are finite."""
     ok = samples[np.isfinite(samples)]

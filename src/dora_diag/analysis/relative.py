@@ -40,7 +40,7 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, kind: str = KIND) -> dic
     if len(units) < MIN_POINTS:
         return out | dict.fromkeys(("value", "reference", "difference", "ci_low", "ci_high"), math.nan)
     ca, cb = make_cube(a, units), make_cube(b, units)
-    va, vb = coupling.estimate(ca, kind), coupling.estimate(cb, kind)
     w = coupling.bootstrap_weights(len(units))
-    lo, hi = coupling.percentile_ci(coupling.bootstrap(ca, kind, w) - coupling.bootstrap(cb, kind, w))
+    (va, ba), (vb, bb) = (coupling.estimate_and_bootstrap(c, kind, w) for c in (ca, cb))
+    lo, hi = coupling.percentile_ci(ba - bb)
     return out | {"value": va, "reference": vb, "difference": va - vb, "ci_low": lo, "ci_high": hi}
