@@ -5,9 +5,10 @@
     python benchmarks/bench_compare.py --device cuda   # on a GPU machine
 
 Generates synthetic LLaMA-shaped bf16 shards under --workdir (reused when present), then
-measures, in one run: `dora-diag compare` warm and cold, `cat` of the same files warm and
-cold, a naive full-load fp32 reference (on this pair and on a 2 x 0.8 GB one), and a base + 4
-checkpoint run against 4 pairwise runs.
+measures, in --repeat interleaved rounds (medians): `dora-diag compare` warm and cold, `cat` of
+the same files warm and cold, a naive full-load fp32 reference (on this pair and on a 2 x 0.8 GB
+one), with --big the larger-than-RAM pair cold against `cat`; once: a base + 4 checkpoint run
+against 4 pairwise runs, and an adapter check.
 Writes its section of reports/benchmarks.md (skip with --no-write).
 """
 
@@ -67,10 +68,20 @@ def measure(cmd: list[str]) -> dict:
             "stdout": out_f.read().decode()}
 
 
-def median_of(runs: int, once) -> dict:
-    """The run with the median wall time of ``runs`` calls (shared machines are noisy)."""
-    results = sorted((once() for _ in range(runs)), key=lambda m: m["wall_s"])
+def median_of(results: list[dict]) -> dict:
+    """The run with the median wall time (shared machines are noisy), with every run's wall time."""
+    results = sorted(results, key=lambda m: m["wall_s"])
     return {**results[len(results) // 2], "walls": [round(m["wall_s"], 2) for m in results]}
+
+
+def interleaved(rounds: int, **once) -> dict[str, dict]:
+    """``median_of`` each measurement, taken in turn once per round so that a load spike or a
+    drifting page cache hits all of them alike."""
+    runs: dict[str, list[dict]] = {name: [] for name in once}
+    for _ in range(rounds):
+        for name, fn in once.items():
+            runs[name].append(fn())
+    return {name: median_of(results) for name, results in runs.items()}
 
 
 def compare_cmd(base: Path, *ft: Path | str, device: str, json_out: Path) -> list[str]:
@@ -120,8 +131,8 @@ def small_pair(work: Path, n: int, device: str, js: Path) -> dict:
             synth.write(d, int(0.8 * GB), seed)
     subprocess.run(["cat", *map(str, synth.files(base) + synth.files(ft))], stdout=subprocess.DEVNULL, check=True)
     return {"bytes": bytes_of(synth.files(base) + synth.files(ft)),
-            "compare": median_of(n, lambda: measure(compare_cmd(base, ft, device=device, json_out=js))),
-            "naive": median_of(n, lambda: naive_once(base, ft))}
+            **interleaved(n, compare=lambda: measure(compare_cmd(base, ft, device=device, json_out=js)),
+                          naive=lambda: naive_once(base, ft))}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -150,14 +161,13 @@ def run(args: argparse.Namespace) -> dict:
         return run_cold
 
     n = args.repeat
-    r["startup"] = median_of(n, lambda: measure([sys.executable, "-c", "import dora_diag.cli.main"]))
+    r["startup"] = interleaved(n, s=lambda: measure([sys.executable, "-c", "import dora_diag.cli.main"]))["s"]
     subprocess.run(["cat", *map(str, pair_files)], stdout=subprocess.DEVNULL, check=True)
-    r["cat_warm"] = median_of(n, lambda: measure(["cat", *map(str, pair_files)]))
-    r["compare_warm"] = median_of(n, compare_once)
-    r["naive_warm"] = median_of(n, lambda: naive_once(base, last))
+    r |= interleaved(n, cat_warm=lambda: measure(["cat", *map(str, pair_files)]), compare_warm=compare_once,
+                     naive_warm=lambda: naive_once(base, last))
     r["small"] = small_pair(work, n, args.device, js)
-    r["cat_cold"] = median_of(n, cold(lambda: measure(["cat", *map(str, pair_files)])))
-    r["compare_cold"] = median_of(n, cold(compare_once))
+    r |= interleaved(n, cat_cold=cold(lambda: measure(["cat", *map(str, pair_files)])),
+                     compare_cold=cold(compare_once))
     r["cold_note"] = "page cache dropped per file with posix_fadvise(POSIX_FADV_DONTNEED)"
 
     multi = measure(compare_cmd(base, f"run={run_dir}", device=args.device, json_out=js))
@@ -180,11 +190,16 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"generating {d} ...", file=sys.stderr)
                 synth.write(d, int(14 * GB), seed)
         big_files = synth.files(big_base) + synth.files(big_ft)
-        evict(big_files)
-        r["big"] = {**measure(compare_cmd(big_base, big_ft, device=args.device, json_out=js)),
+
+        def big_once() -> dict:
+            evict(big_files)
+            return {**measure(compare_cmd(big_base, big_ft, device=args.device, json_out=js)),
                     "elapsed_s": json.loads(js.read_text())["elapsed_s"], "bytes": bytes_of(big_files)}
-        evict(big_files)
-        r["big_cat"] = measure(["cat", *map(str, big_files)])
+
+        def big_cat_once() -> dict:
+            evict(big_files)
+            return measure(["cat", *map(str, big_files)])
+        r |= interleaved(n, big=big_once, big_cat=big_cat_once)
     return r
 
 
@@ -238,7 +253,8 @@ def render(r: dict, command: str) -> str:
         b = r["big"]
         lines.append(f"| larger than RAM ({b['bytes'] / GB:.0f} GB pair, cold): RssAnon <= 512 MB | "
                      f"{b['peak_anon_mb']:.0f} MB; {b['bytes'] / b['wall_s'] / GB:.2f} GB/s wall clock, "
-                     f"{b['elapsed_s'] / r['big_cat']['wall_s']:.2f}x `cat` ({r['big_cat']['wall_s']:.0f} s) | "
+                     f"{b['elapsed_s'] / r['big_cat']['wall_s']:.2f}x `cat` ({r['big_cat']['wall_s']:.0f} s; compare walls "
+                     f"{b['walls']}, cat {r['big_cat']['walls']}) | "
                      f"{ok(b['peak_anon_mb'] <= 512)} |")
         big_ratio = b["elapsed_s"] / r["big_cat"]["wall_s"]
         lines.append(f"| larger than RAM, cold: <= 1.15x `cat` (streaming time) | {big_ratio:.2f}x | "
