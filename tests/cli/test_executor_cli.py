@@ -33,10 +33,12 @@ def test_ray_outputs_equal_local_outputs(make_pair, tmp_path, capsys, monkeypatc
     outputs = {}
     for executor in ("local", "ray"):
         csv, js, verdicts = (tmp_path / f"{executor}.{x}" for x in ("csv", "json", "check.json"))
+        # `local`: a Ray of this test's own, never a cluster something else started with `ray start`
+        where = ("--executor", executor, "--ray-address", "local")
         code, _, err = call(capsys, "compare", str(b), f"FT={f}", "-q", "--csv", str(csv), "--json", str(js),
-                            "--executor", executor, "--task-mb", "0.001", "--block-mb", "0.001")
+                            *where, "--task-mb", "0.001", "--block-mb", "0.001")
         assert code == 0, err
-        code, _, err = call(capsys, "check", str(b), f"FT={f}", "-q", "--json", str(verdicts), "--executor", executor)
+        code, _, err = call(capsys, "check", str(b), f"FT={f}", "-q", "--json", str(verdicts), *where)
         assert code == 0, err
         outputs[executor] = (csv.read_bytes(), _doc(js), _doc(verdicts), json.loads(js.read_text())["executor"])
     assert outputs["ray"][:3] == outputs["local"][:3]

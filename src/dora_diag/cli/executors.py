@@ -20,7 +20,8 @@ def executor_options(fn=None, *, task_mb: bool = True):
                      help="Stream on this machine, or in row-range tasks on a Ray cluster (needs "
                           "dora-diag[ray]; every node must see the inputs at the same paths)."),
         click.option("--ray-address", envvar="RAY_ADDRESS", metavar="ADDR",
-                     help="The Ray cluster for --executor ray (default $RAY_ADDRESS, else Ray started here)."),
+                     help="The Ray cluster for --executor ray (default $RAY_ADDRESS, else one started here with "
+                          "`ray start`, else a new one; `local`: always a new one on this machine)."),
         click.option("--task-mb", type=FiniteRange(min=0, max=MAX_TASK_MB, min_open=True),
                      default=DEFAULT_TASK_BYTES / 2**20, show_default=True,
                      help="With --executor ray: MiB each task streams (base rows and full checkpoints' rows)."),
