@@ -37,7 +37,7 @@ from dora_diag.runtime import cpu_streams  # noqa: E402
 MB = 1 << 20
 DEFAULT = {"block_mb": DEFAULT_BLOCK_BYTES / MB, "streams": cpu_streams("cpu"),
            "readahead_mb": safetensors_file.STREAM_READAHEAD / MB}
-VARIANTS = {"block_mb": (0.5, 8, 32), "streams": (1, 3, 4), "readahead_mb": (0, 4, 64)}
+VARIANTS = {"block_mb": (0.5, 8, 32), "streams": (1, 3, 4), "readahead_mb": (0, 16, 64)}
 
 
 def settings() -> list[dict]:
