@@ -175,9 +175,9 @@ def _check_layout(path: str, tensors: dict[str, TensorInfo], data_start: int, si
 
 # Read-ahead window for sequential streams: large enough to keep a disk busy while the
 # kernel computes on a block, small enough that the base and fine-tuned files, read in
-# alternation, do not evict each other's pages or seek-thrash. 4 MiB was the fastest setting
-# warm and faster than 16 MiB cold in bench_scheduling (reports/benchmarks.md); not 0, which
-# measured as fast, because the larger-than-RAM stream's drop-behind works within this window.
+# alternation, do not evict each other's pages or seek-thrash. In bench_scheduling
+# (reports/benchmarks.md) 0 to 64 MiB measure within noise of each other; 4 MiB is the smallest
+# window that never measured slower, and not 0 because drop-behind works within the window.
 STREAM_READAHEAD = 4 << 20
 
 
