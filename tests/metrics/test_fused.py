@@ -35,8 +35,9 @@ def reference_sums(a: torch.Tensor, c: torch.Tensor, axis: str) -> tuple[torch.T
     (torch.bfloat16, torch.float16)])
 @pytest.mark.parametrize("axis", ["out", "in"])
 # Shapes across the kernel's seams: lane remainders (cols % 16), more than one fp32 flush per
-# channel (cols > 16 * 256 on rows, rows > 256 on columns), partial column tiles (cols % 256).
-@pytest.mark.parametrize("shape", [(1, 1), (3, 15), (7, 17), (5, 4096 + 16 * 256 + 3), (600, 300), (257, 513)])
+# channel (cols > 16 * 256 on rows, rows > 256 on columns), partial column tiles (cols % 2048).
+@pytest.mark.parametrize("shape", [(1, 1), (3, 15), (7, 17), (5, 4096 + 16 * 256 + 3), (600, 300), (257, 513),
+                                   (300, 2048 + 5)])
 def test_sums_match_float64_reference(dtype, c_dtype, axis, shape):
     g = torch.Generator().manual_seed(7)
     a = (torch.randn(shape, generator=g) * 3).to(dtype)
