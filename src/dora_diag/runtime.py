@@ -94,6 +94,43 @@ def intra_op_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """torch's fp32 matmuls at full fp32 precision while measuring; the caller's setting after.
+
+    Training scripts and notebooks often lower it: ``torch.set_float32_matmul_precision("high")``
+    is TF32 on CUDA (10 mantissa bits), ``"medium"`` also bf16 (7 bits) on CPUs with AMX or
+    AVX512-BF16. The adapter factor products and the CUDA kernel need fp32's 23. The setting is
+    process-wide: a training thread running alongside gets fp32 matmuls meanwhile. A torch first
+    imported during the run starts at full precision anyway.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    matmuls = [getattr(getattr(torch.backends, b, None), "matmul", None) for b in ("mkldnn", "cuda")]
+    if all(hasattr(m, "fp32_precision") for m in matmuls):
+        # torch >= 2.9: per-backend settings. Its legacy getter raises once both APIs were used,
+        # so the new one is used wherever it exists.
+        saved = [m.fp32_precision for m in matmuls]
+        for m in matmuls:
+            m.fp32_precision = "ieee"
+
+        def restore() -> None:
+            for m, value in zip(matmuls, saved):
+                m.fp32_precision = value
+    else:
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+
+        def restore() -> None:
+            torch.set_float32_matmul_precision(before)
+    try:
+        yield
+    finally:
+        restore()
+
+
 _tuned = False
 
 

@@ -302,3 +302,22 @@ def test_group_keys_spellings():
     assert set(modules["m.q"].parts) == {"A", "B", "magnitude"} and modules["emb"].is_embedding
     with pytest.raises(UnsupportedError, match="unrecognized adapter tensor 'm.q.lora_A.default.weight'"):
         group_keys({"m.q.lora_A.default.weight": info("x", (2, 8))}, "f")
+
+
+@pytest.mark.parametrize("precision", ["high", "medium"])
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_exact_when_the_caller_lowered_float32_matmul_precision(make_adapter, name, precision):
+    """Training scripts and notebooks often set "high" (TF32 on CUDA) or "medium" (bf16 on CPUs
+    with AMX/AVX512-BF16, like CI's): the factor products must stay fp32 all the same, and the
+    caller's setting must be back afterwards."""
+    model, kwargs = CASES[name]
+    case = make_adapter(model, **kwargs)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        _, ta, tm = _tables(case)
+        assert torch.get_float32_matmul_precision() == precision
+    finally:
+        torch.set_float32_matmul_precision(before)
+    for col in ("delta_m", "delta_d", "rel_delta_m"):
+        np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)

@@ -33,7 +33,7 @@ from ..io.safetensors_file import RowReader, TensorInfo
 from ..io.sources import FineTunedSource, open_source
 from ..options import DEFAULT_BLOCK_BYTES
 from ..records import VerifyInfo
-from ..runtime import tune_allocator
+from ..runtime import exact_float32, tune_allocator
 from .executors import make_executor
 from .verify_sums import Agreement, diagnose, stream_sums, transposed_rows
 
@@ -114,6 +114,7 @@ class _Opened:
 
 def open_verify(job: VerifyJob, stack: ExitStack) -> _Opened:
     tune_allocator()
+    stack.enter_context(exact_float32())   # the merge is recomputed with torch matmuls
     base_ckpt, merged_ckpt = open_checkpoint(job.base), open_checkpoint(job.merged)
     to_merged = match_names(list(base_ckpt.tensors), list(merged_ckpt.tensors))
     source = None if job.adapter is None else open_source(job.adapter, base_ckpt)

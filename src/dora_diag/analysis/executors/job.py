@@ -15,6 +15,7 @@ from ...io.runs import Run, expand_runs
 from ...io.safetensors_file import STREAM_READAHEAD, RowReader
 from ...io.sources import FineTunedSource, open_base, open_source
 from ...options import DEFAULT_BLOCK_BYTES
+from ...runtime import exact_float32
 from ..plan import Plan, make_plan
 
 
@@ -44,7 +45,9 @@ class Opened:
 
 
 def open_job(job: Job, stack: ExitStack) -> Opened:
-    """Open the base, every fine-tuned checkpoint and plan them; ``stack`` closes them."""
+    """Open the base, every fine-tuned checkpoint and plan them; ``stack`` closes them (and
+    gives back the caller's fp32 matmul precision, ``runtime.exact_float32``)."""
+    stack.enter_context(exact_float32())
     base = open_base(job.base)
     runs = expand_runs(list(job.finetuned))
     reader = stack.enter_context(RowReader(STREAM_READAHEAD))
