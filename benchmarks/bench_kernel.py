@@ -204,7 +204,8 @@ def report(times, cases, first_call, load_before, load_after, args) -> str:
 
 CHOICE = """
 **Choice: `one-pass`**, the C extension `dora_diag.metrics._fused` (setup.py builds it with
-`optional=True`: no compiler, no extension, same numbers from `torch`, and `--debug` says so).
+`optional=True`: no compiler, no extension, the same numbers from the unfused kernel, on numpy
+arrays on CPU, and `--debug` says so).
 It is the fastest in every row, adds no runtime dependency and needs no torch at build time.
 The others, measured once on 2026-12-01 on this 2-core machine at load ~10-18 (not by this script):
 - `compile`: its first compilation took 110-190 s here (20 s on an idle machine per issue 18),
@@ -213,7 +214,8 @@ The others, measured once on 2026-12-01 on this 2-core machine at load ~10-18 (n
   block size, but sizes 0 and 1 recompile) - more than the whole start-up budget of a small
   `compare` - and it needs a C++ compiler at run time.
 - `numba`: close on bf16 rows, but a ~40 MB runtime dependency (numba + llvmlite, wheels exist
-  for Python 3.11) with seconds of first-call compilation; kept here as a measured alternative.
+  for Python 3.11) with seconds of first-call compilation; a column of this table wherever numba
+  is importable (`PYTHONPATH=/path/with/numba`), absent from runs without it.
 - C++ through `torch.utils.cpp_extension` (the same loop; JIT-built with ninja): 11.6 GB/s vs
   0.62 for `torch` on bf16 rows in a one-off run, but it took 145 s to build against torch's
   headers, ties the build to the installed torch's ABI and needs torch and ninja when
