@@ -1,7 +1,7 @@
 /* One pass over a block pair: per-channel |a|^2, <a, d> and |d|^2 with d = c - a in fp32.
  *
  * Reads each bf16/fp16/fp32 element of a and c once and keeps no fp32 copy of the block
- * (the torch fallback in kernels.py writes and re-reads ~24 bytes per element pair).
+ * (the unfused kernel in kernels.py writes and re-reads ~24 bytes per element pair).
  * Products and differences are fp32, as in the fallback; partial sums of at most FLUSH
  * terms per lane are added into fp64, so the rounding error of a channel's sums stays at
  * ~FLUSH * 2^-24 relative however long the channel is. No fast-math: NaN/Inf propagate.
