@@ -74,6 +74,7 @@ class RayExecutor:
         owned = self._connect()
         attempts = None
         refs: list = []
+        finished: set = set()
         try:
             if gpu and ray.cluster_resources().get("GPU", 0) < 1:
                 raise InputError('device "cuda": the Ray cluster has no GPU (its tasks would wait forever)')
@@ -91,6 +92,7 @@ class RayExecutor:
                 while i not in done:
                     ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
                     for ref in ready:
+                        finished.add(ref)
                         result, node = _get(ray, ref)
                         done[position[ref]] = result
                         per_node[node] = per_node.get(node, 0) + getattr(result, "bytes_read", 0)
@@ -99,8 +101,13 @@ class RayExecutor:
                     self._record(ray, len(refs), per_node, attempts, started)
                 yield done.pop(i)
         finally:
+            # Only the unfinished: a running task stops at its next Python step, its worker lives
+            # on. Cancelling finished ones too could abort the driver: Ray 2.60's task manager
+            # fails a check ("Tried to complete task that was not pending") for a retried task
+            # whose reply and cancel cross (seen in CI after a node loss).
             for ref in refs:
-                ray.cancel(ref)   # a running task stops at its next Python step; its worker lives on
+                if ref not in finished:
+                    ray.cancel(ref)
             if attempts is not None:
                 ray.kill(attempts)
             if owned:
