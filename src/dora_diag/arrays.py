@@ -161,11 +161,13 @@ class TorchOps:
     def device_of(self, x):
         return x.device
 
+    # Devices are always named: a notebook's torch.set_default_device("cuda") must not move
+    # read buffers (preadv fills host memory) or accumulators.
     def empty_bytes(self, n: int, pinned: bool = False):
-        return self.t.empty(n, dtype=self.t.uint8, pin_memory=pinned)
+        return self.t.empty(n, dtype=self.t.uint8, device="cpu", pin_memory=pinned)
 
     def zeros(self, shape, dtype, device=None):
-        return self.t.zeros(shape, dtype=dtype, device=None if device is None else str(device))
+        return self.t.zeros(shape, dtype=dtype, device="cpu" if device is None else str(device))
 
     def view(self, buf, dtype: str, shape: tuple[int, ...]):
         return buf.view(self._dtypes[dtype]).view(*shape) if shape else buf.view(self._dtypes[dtype]).reshape(())

@@ -321,3 +321,17 @@ def test_exact_when_the_caller_lowered_float32_matmul_precision(make_adapter, na
         torch.set_float32_matmul_precision(before)
     for col in ("delta_m", "delta_d", "rel_delta_m"):
         np.testing.assert_allclose(ta[col], tm[col], rtol=1e-5, err_msg=col)
+
+
+def test_a_callers_default_torch_device_is_not_used(make_adapter):
+    """Notebooks set ``torch.set_default_device("cuda")``; "meta" stands in for it without a GPU:
+    every tensor the engine makes names its device."""
+    model, kwargs = CASES["dora"]
+    case = make_adapter(model, **kwargs)
+    want = _tables(case)[1]
+    torch.set_default_device("meta")
+    try:
+        got = dora_diag.compare(case.base, case.adapter).table.sort_values("tensor").reset_index(drop=True)
+    finally:
+        torch.set_default_device(None)
+    np.testing.assert_array_equal(got["delta_d"], want["delta_d"])
