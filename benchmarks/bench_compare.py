@@ -75,6 +75,14 @@ def measure(cmd: list[str]) -> dict:
             "stdout": out_f.read().decode()}
 
 
+def measure_compare(cmd: list[str], json_out: Path) -> dict:
+    """``measure`` of a `dora-diag compare ... --json json_out`, with the JSON's streaming time
+    (``elapsed_s``), bytes read and executor block."""
+    m = measure(cmd)
+    doc = json.loads(json_out.read_text())
+    return {**m, "elapsed_s": doc["elapsed_s"], "bytes_read": doc["bytes_read"], "executor": doc["executor"]}
+
+
 def median_of(results: list[dict]) -> dict:
     """The run with the median wall time (shared machines are noisy), with every run ("all")."""
     results = sorted(results, key=lambda m: m["wall_s"])
@@ -124,6 +132,23 @@ def bytes_of(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
+def cat(paths: list[Path]) -> list[str]:
+    return ["cat", *map(str, paths)]
+
+
+def read_through(paths: list[Path]) -> None:
+    """Read ``paths`` once, into the page cache."""
+    subprocess.run(cat(paths), stdout=subprocess.DEVNULL, check=True)
+
+
+def cold(paths: list[Path], once):
+    """``once`` run with ``paths`` evicted from the page cache first."""
+    def run_cold() -> dict:
+        evict(paths)
+        return once()
+    return run_cold
+
+
 def naive_once(base: Path, ft: Path) -> dict:
     m = measure([sys.executable, "-c", NAIVE, str(base), str(ft)])
     return {**m, "elapsed_s": float(m["stdout"].split()[1])}
@@ -133,10 +158,8 @@ def small_pair(work: Path, n: int, device: str, js: Path) -> dict:
     """Warm compare against the naive loop on a 2 x 0.8 GB pair, where start-up weighs most."""
     base, ft = work / "small-base", work / "small-ft"
     for d, seed in ((base, None), (ft, 1)):
-        if not (d / "model.safetensors.index.json").is_file():
-            print(f"generating {d} ...", file=sys.stderr)
-            synth.write(d, int(0.8 * GB), seed)
-    subprocess.run(["cat", *map(str, synth.files(base) + synth.files(ft))], stdout=subprocess.DEVNULL, check=True)
+        synth.ensure(d, int(0.8 * GB), seed)
+    read_through(synth.files(base) + synth.files(ft))
     return {"bytes": bytes_of(synth.files(base) + synth.files(ft)),
             **interleaved(n, compare=lambda: measure(compare_cmd(base, ft, device=device, json_out=js)),
                           naive=lambda: naive_once(base, ft))}
@@ -148,70 +171,49 @@ def run(args: argparse.Namespace) -> dict:
     base, run_dir = work / "base", work / "run"
     ckpts = [run_dir / f"checkpoint-{i}" for i in range(1, args.checkpoints + 1)]
     for d, seed in [(base, None)] + [(c, i) for i, c in enumerate(ckpts, 1)]:
-        if not (d / "model.safetensors.index.json").is_file():
-            print(f"generating {d} ...", file=sys.stderr)
-            synth.write(d, size, seed)
+        synth.ensure(d, size, seed)
     last = ckpts[-1]
     pair_files = synth.files(base) + synth.files(last)
     pair_bytes = bytes_of(pair_files)
     js = work / "out.json"
     r: dict = {"pair_bytes": pair_bytes, "device": args.device, "checkpoints": len(ckpts)}
 
-    def compare_once() -> dict:
-        return {**measure(compare_cmd(base, last, device=args.device, json_out=js)),
-                "elapsed_s": json.loads(js.read_text())["elapsed_s"]}
-
-    def cold(once):
-        def run_cold() -> dict:
-            evict(pair_files)
-            return once()
-        return run_cold
+    def compare_once(*targets: Path | str) -> dict:
+        return measure_compare(compare_cmd(*targets, device=args.device, json_out=js), js)
 
     n = args.repeat
     r["startup"] = interleaved(n, s=lambda: measure([sys.executable, "-c", "import dora_diag.cli.main"]))["s"]
-    subprocess.run(["cat", *map(str, pair_files)], stdout=subprocess.DEVNULL, check=True)
-    r |= interleaved(n, cat_warm=lambda: measure(["cat", *map(str, pair_files)]), compare_warm=compare_once,
+    read_through(pair_files)
+    r |= interleaved(n, cat_warm=lambda: measure(cat(pair_files)), compare_warm=lambda: compare_once(base, last),
                      naive_warm=lambda: naive_once(base, last))
     r["small"] = small_pair(work, n, args.device, js)
-    r |= interleaved(n, cat_cold=cold(lambda: measure(["cat", *map(str, pair_files)])),
-                     compare_cold=cold(compare_once))
+    r |= interleaved(n, cat_cold=cold(pair_files, lambda: measure(cat(pair_files))),
+                     compare_cold=cold(pair_files, lambda: compare_once(base, last)))
     r["cold_note"] = "page cache dropped per file with posix_fadvise(POSIX_FADV_DONTNEED)"
 
-    multi = measure(compare_cmd(base, f"run={run_dir}", device=args.device, json_out=js))
-    r["multi"] = {**multi, "bytes_read": json.loads(js.read_text())["bytes_read"]}
-    pairwise = 0
-    for c in ckpts:
-        measure(compare_cmd(base, c, device=args.device, json_out=js))
-        pairwise += json.loads(js.read_text())["bytes_read"]
-    r["pairwise_bytes_read"] = pairwise
+    r["multi"] = compare_once(base, f"run={run_dir}")
+    r["pairwise_bytes_read"] = sum(compare_once(base, c)["bytes_read"] for c in ckpts)
     adapter = work / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         synth.write_adapter(adapter, base, rank=16, targets=("q_proj", "v_proj"))
-    r["adapter"] = {**measure(compare_cmd(base, adapter, device=args.device, json_out=js)),
-                    "bytes_read": json.loads(js.read_text())["bytes_read"],
+    r["adapter"] = {**compare_once(base, adapter),
                     "needed": synth.targeted_bytes(base, ("q_proj", "v_proj")) + bytes_of([adapter / "adapter_model.safetensors"])}
     if args.big:
         big_base, big_ft = work / "big-base", work / "big-ft"
         for d, seed in ((big_base, None), (big_ft, 1)):
-            if not (d / "model.safetensors.index.json").is_file():
-                print(f"generating {d} ...", file=sys.stderr)
-                synth.write(d, int(14 * GB), seed)
+            synth.ensure(d, int(14 * GB), seed)
         big_files = synth.files(big_base) + synth.files(big_ft)
 
         bystander = synth.files(work / "small-base")   # another job's file, read once before the stream
 
         def big_once() -> dict:
-            evict(big_files + bystander)
-            subprocess.run(["cat", *map(str, bystander)], stdout=subprocess.DEVNULL, check=True)
+            evict(bystander)
+            read_through(bystander)
             before = cached_bytes(bystander)
-            return {**measure(compare_cmd(big_base, big_ft, device=args.device, json_out=js)),
-                    "elapsed_s": json.loads(js.read_text())["elapsed_s"], "bytes": bytes_of(big_files),
+            return {**compare_once(big_base, big_ft), "bytes": bytes_of(big_files),
                     "bystander": (before, cached_bytes(bystander))}
 
-        def big_cat_once() -> dict:
-            evict(big_files)
-            return measure(["cat", *map(str, big_files)])
-        r |= interleaved(n, big=big_once, big_cat=big_cat_once)
+        r |= interleaved(n, big=cold(big_files, big_once), big_cat=cold(big_files, lambda: measure(cat(big_files))))
     return r
 
 

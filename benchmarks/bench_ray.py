@@ -13,7 +13,6 @@ its section of reports/benchmarks.md (skip with --no-write), with an estimate fo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synth  # noqa: E402
-from bench_compare import GB, bytes_of, compare_cmd, measure, median_of  # noqa: E402
+from bench_compare import GB, bytes_of, compare_cmd, measure_compare, median_of, read_through  # noqa: E402
 from report_section import command_line, publish  # noqa: E402
 
 # 405B parameters in bf16, a base and 10 checkpoints.
@@ -32,11 +31,7 @@ DEFAULT_TASK_MIB = 256
 
 def timed(cmd: list[str], json_out: Path, runs: int) -> dict:
     """Median wall of ``runs`` CLI calls with its JSON's ``elapsed_s`` and ``executor`` block."""
-    def once() -> dict:
-        m = measure(cmd)
-        doc = json.loads(json_out.read_text())
-        return {**m, "elapsed_s": doc["elapsed_s"], "executor": doc["executor"], "bytes_read": doc["bytes_read"]}
-    return median_of(runs, once)
+    return median_of([measure_compare(cmd, json_out) for _ in range(runs)])
 
 
 def ray_runs(base: Path, ft: Path, json_out: Path, nodes: int, runs: int, task_mib: list[float]) -> dict:
@@ -62,13 +57,11 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.workdir)
     base, ft = work / "base", work / "ft"
     for d, seed in ((base, None), (ft, 1)):
-        if not (d / "model.safetensors.index.json").is_file():
-            print(f"generating {d} ...", file=sys.stderr)
-            synth.write(d, int(args.size_gb * GB), seed)
+        synth.ensure(d, int(args.size_gb * GB), seed)
     pair = synth.files(base) + synth.files(ft)
     js = work / "out.json"
     r: dict = {"pair_bytes": bytes_of(pair), "runs": args.repeat, "small_mib": args.small_task_mb}
-    measure(["cat", *map(str, pair)])   # warm the page cache: every run reads from memory
+    read_through(pair)   # warm the page cache: every run reads from memory
     r["local"] = timed(compare_cmd(base, ft, device="cpu", json_out=js), js, args.repeat)
     r["ray1"] = ray_runs(base, ft, js, 1, args.repeat, [DEFAULT_TASK_MIB, args.small_task_mb])
     r["ray2"] = ray_runs(base, ft, js, 2, args.repeat, [DEFAULT_TASK_MIB])

@@ -18,14 +18,13 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synth  # noqa: E402
-from bench_compare import GB, bytes_of, evict  # noqa: E402
+from bench_compare import GB, bytes_of, evict, read_through  # noqa: E402
 from report_section import command_line, publish  # noqa: E402
 
 import dora_diag  # noqa: E402
@@ -65,7 +64,7 @@ def stream_once(base: Path, ft: Path, s: dict) -> float:
 
 def cat_once(files: list[Path]) -> float:
     start = time.perf_counter()
-    subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)
+    read_through(files)
     return time.perf_counter() - start
 
 
@@ -73,9 +72,7 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.workdir)
     base, ft = work / "base", work / "run" / "checkpoint-1"
     for d, seed in ((base, None), (ft, 1)):
-        if not (d / "model.safetensors.index.json").is_file():
-            print(f"generating {d} ...", file=sys.stderr)
-            synth.write(d, int(args.size_gb * GB), seed)
+        synth.ensure(d, int(args.size_gb * GB), seed)
     files = synth.files(base) + synth.files(ft)
     all_settings = settings()
     times: dict[tuple[str, str], list[float]] = {}

@@ -7,6 +7,7 @@ generated. Fine-tuned checkpoints are the base plus small full-rank noise (ΔD ~
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -71,6 +72,14 @@ def write(directory: Path, size_bytes: int, noise_seed: int | None) -> None:
         "model_type": "llama", "hidden_size": HIDDEN, "intermediate_size": INTER, "num_attention_heads": 16,
         "num_key_value_heads": 16, "num_hidden_layers": sum(1 for n, _ in plan if n.endswith("q_proj.weight")),
         "vocab_size": VOCAB}))
+
+
+def ensure(directory: Path, size_bytes: int, noise_seed: int | None) -> Path:
+    """``write`` the checkpoint unless an earlier run left it there (its index is written last)."""
+    if not (directory / "model.safetensors.index.json").is_file():
+        print(f"generating {directory} ...", file=sys.stderr)
+        write(directory, size_bytes, noise_seed)
+    return directory
 
 
 def _seed(name: str) -> int:
