@@ -14,7 +14,8 @@ from tiny_lycoris import make_case  # noqa: E402
 from dora_diag.errors import InputError
 from dora_diag.io.checkpoint import open_checkpoint
 from dora_diag.io.kohya_names import FlatIndex
-from dora_diag.io.lycoris import LycorisSource, is_lycoris_file
+from dora_diag.io.adapter_formats import is_lycoris_file
+from dora_diag.io.lycoris import LycorisSource
 from dora_diag.io.safetensors_file import read_header
 from dora_diag.io.sources import open_source
 

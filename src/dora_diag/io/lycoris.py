@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError, UnsupportedError
-from .adapter_formats import FACTORS, OTHER_ALGORITHMS, PARTS, is_lycoris_file  # noqa: F401 (is_lycoris_file: re-exported)
+from .adapter_formats import FACTORS, OTHER_ALGORITHMS, PARTS
 from .checkpoint import Checkpoint
 from .kohya_names import FlatIndex
 from .module_scales import ModuleScales
